@@ -1,0 +1,1 @@
+"""Export: checkpoint -> deployment bundle (ONNX, optional TensorRT engine, manifest)."""

@@ -1,0 +1,100 @@
+"""VideoGenerator: the Python API. Loads a checkpoint or bundle on a backend and generates videos."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vdm.errors import VdmError
+from vdm.runtime.backend import Backend, load_backend
+from vdm.runtime.sampling import SamplingOptions, ddim_invert, initial_noise, sample, slerp, step_generator
+
+
+class VideoGenerator:
+    """Generate videos from a checkpoint (`.safetensors`) or an exported bundle directory.
+
+        gen = VideoGenerator("runs/tiny/checkpoints/latest.safetensors", backend="torch")
+        videos = gen.generate(4, num_steps=50, seed=0)  # (4, 3, T, H, W) in [-1, 1]
+    """
+
+    def __init__(self, model_path: str | Path | None = None, backend: str | Backend = "torch",
+                 device: str | None = None, **backend_options):
+        if isinstance(backend, Backend):
+            self.backend = backend
+        else:
+            if model_path is None:
+                raise VdmError("VideoGenerator needs a model path (a checkpoint or a bundle directory)")
+            self.backend = load_backend(backend, model_path, device=device, **backend_options)
+        self.device = self.backend.device
+
+    @property
+    def model_config(self):
+        return self.backend.model_config
+
+    def _labels(self, class_label: int | None, num_samples: int) -> torch.Tensor | None:
+        cfg = self.model_config
+        if class_label is None:
+            return None
+        if not cfg.conditional:
+            raise VdmError("this model is unconditional; it takes no class label")
+        if not 0 <= class_label < cfg.num_classes:
+            raise VdmError(f"class {class_label} out of range: this model has classes 0..{cfg.num_classes - 1}")
+        return torch.full((num_samples,), class_label, dtype=torch.long, device=self.device)
+
+    def video_shape(self, num_samples: int, num_frames: int | None, height: int | None,
+                    width: int | None) -> tuple[int, int, int, int, int]:
+        cfg = self.model_config
+        shape = (num_samples, cfg.in_channels, num_frames or cfg.frames, height or cfg.size, width or cfg.size)
+        if num_samples < 1:
+            raise VdmError("num_samples must be at least 1")
+        self.backend.check_shape(num_samples, *shape[2:])
+        return shape
+
+    def generate(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
+                 width: int | None = None, num_steps: int = 50, sampler: str = "ddim", seed: int | None = None,
+                 guidance: float = 1.0, class_label: int | None = None, eta: float = 0.0,
+                 on_step=None) -> torch.Tensor:
+        """(num_samples, C, T, H, W) videos in [-1, 1]; shapes left as None are the model's training shape."""
+        options = SamplingOptions(sampler=sampler, num_steps=num_steps, eta=eta, guidance=guidance)
+        self._check_steps(num_steps, sampler)
+        shape = self.video_shape(num_samples, num_frames, height, width)
+        y = self._labels(class_label, num_samples)
+        if guidance != 1.0 and y is not None:
+            self.backend.check_shape(2 * num_samples, *shape[2:])
+        noise = initial_noise(shape, seed, self.device)
+        return sample(self.backend, noise, options, y, step_generator(seed, self.device), on_step)
+
+    def _check_steps(self, num_steps: int, sampler: str) -> None:
+        total = self.backend.diffusion_config.num_timesteps
+        if not 1 <= num_steps <= total:
+            raise VdmError(f"steps must be in 1..{total} (the model's training timesteps), got {num_steps}")
+        if sampler not in ("ddpm", "ddim"):
+            raise VdmError(f"unknown sampler {sampler!r}; use ddpm or ddim")
+
+    def invert(self, video: torch.Tensor, num_steps: int = 50) -> torch.Tensor:
+        """DDIM inversion: clean videos (B, C, T, H, W) in [-1, 1] -> their x_T."""
+        video = torch.as_tensor(video, dtype=torch.float32, device=self.device)
+        if video.ndim == 4:
+            video = video.unsqueeze(0)
+        self._check_steps(num_steps, "ddim")
+        self.backend.check_shape(*video.shape[:1], *video.shape[2:])
+        return ddim_invert(self.backend, video, num_steps)
+
+    def interpolate(self, video1: torch.Tensor, video2: torch.Tensor, num_steps: int = 50,
+                    num_interp_frames: int = 8) -> torch.Tensor:
+        """`num_interp_frames` videos (N, C, T, H, W) morphing from video1 to video2 (each (C, T, H, W)).
+
+        Both are DDIM-inverted to noise, the noises are spherically interpolated, and each is decoded
+        with deterministic DDIM; the end points reconstruct the inputs.
+        """
+        if num_interp_frames < 2:
+            raise VdmError("num_interp_frames must be at least 2 (the two end points)")
+        v1 = torch.as_tensor(video1, dtype=torch.float32, device=self.device)
+        v2 = torch.as_tensor(video2, dtype=torch.float32, device=self.device)
+        if v1.shape != v2.shape:
+            raise VdmError(f"videos to interpolate must share a shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        z1, z2 = self.invert(torch.stack([v1, v2]), num_steps)
+        weights = [i / (num_interp_frames - 1) for i in range(num_interp_frames)]
+        noise = torch.stack([slerp(z1, z2, w) for w in weights])  # (N, C, T, H, W)
+        self.backend.check_shape(num_interp_frames, *noise.shape[2:])
+        return sample(self.backend, noise, SamplingOptions(sampler="ddim", num_steps=num_steps))

@@ -1,0 +1,110 @@
+"""Checkpoints: one safetensors file holds the (EMA) weights and the configs needed to rebuild the model.
+
+Metadata keys: format ('vdm.checkpoint'), format_version, model_config and diffusion_config (JSON),
+step. Writes are atomic: a crash mid-write leaves the previous checkpoint loadable.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from vdm.atomic import atomic_write_bytes
+from vdm.config import DiffusionConfig, ModelConfig, from_dict, to_dict
+from vdm.errors import VdmError
+from vdm.unet import Unet3D
+
+FORMAT = "vdm.checkpoint"
+FORMAT_VERSION = "1"
+
+
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], model_config: ModelConfig,
+                    diffusion_config: DiffusionConfig, step: int = 0) -> None:
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": json.dumps(to_dict(model_config)),
+        "diffusion_config": json.dumps(to_dict(diffusion_config)),
+        "step": str(step),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, DiffusionConfig, dict]:
+    """(state_dict, model config, diffusion config, metadata); a one-line VdmError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise VdmError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    try:
+        with torch.device("cpu"):
+            tensors = st_load(data)
+        metadata = read_metadata(data)
+    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+        raise VdmError(f"{path} is not a readable safetensors checkpoint (truncated or corrupt?): {e}") from None
+    if metadata.get("format") != FORMAT:
+        raise VdmError(f"{path} is a safetensors file but not a vdm checkpoint (no '{FORMAT}' metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise VdmError(f"{path} is vdm checkpoint format {metadata.get('format_version')}; "
+                       f"this vdm reads format {FORMAT_VERSION}")
+    model_config = from_dict(ModelConfig, json.loads(metadata["model_config"]), str(path))
+    diffusion_config = from_dict(DiffusionConfig, json.loads(metadata["diffusion_config"]), str(path))
+    return tensors, model_config, diffusion_config, metadata
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """The safetensors header's __metadata__ (the header is 8 bytes of length, then JSON)."""
+    header_len = int.from_bytes(data[:8], "little")
+    if len(data) < 8 + header_len:
+        raise ValueError("file shorter than its header says")
+    return json.loads(data[8:8 + header_len]).get("__metadata__", {})
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Unet3D, DiffusionConfig, dict]:
+    """Rebuild the network from a checkpoint, in eval mode on `device`."""
+    state, model_config, diffusion_config, metadata = read_checkpoint(path)
+    model = Unet3D(model_config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise VdmError(f"{path}: weights do not match its model config "
+                       f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing + unexpected)[0]})")
+    for name, param in expected.items():
+        if param.shape != state[name].shape:
+            raise VdmError(f"{path}: tensor {name} has shape {tuple(state[name].shape)}, "
+                           f"its model config needs {tuple(param.shape)}")
+    model.load_state_dict(state)
+    return model.to(device).eval(), diffusion_config, metadata
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_torch_atomic(obj, path: str | Path) -> None:
+    """torch.save through an atomic write (the training state)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_torch(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise VdmError(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise VdmError(f"{path} is not a readable training state (truncated or corrupt?): {e}") from None

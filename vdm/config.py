@@ -1,0 +1,205 @@
+"""Configuration dataclasses: the model, the diffusion process, and training.
+
+The model and diffusion configs are stored (as JSON) in every checkpoint and bundle manifest, so a
+model can always be rebuilt exactly from one file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from vdm.errors import VdmError
+
+NormKind = Literal["group", "batch"]
+ScheduleKind = Literal["linear", "cosine"]
+PredictionKind = Literal["epsilon", "v"]
+
+
+@dataclass
+class ModelConfig:
+    in_channels: int = 3  # video channels (RGB)
+    base_channels: int = 16  # channels of the first UNet level
+    channel_multiples: tuple[int, ...] = (1, 2, 4)  # per level; H and W halve between levels
+    num_res_blocks: int = 1  # residual blocks per level (the decoder has one more)
+    attention_levels: tuple[int, ...] = (2,)  # levels (0 = full resolution) with attention
+    num_heads: int = 4  # attention heads; channels at each attention level must divide by it
+    dropout: float = 0.0  # inside residual blocks
+    norm: NormKind = "group"  # conditional GroupNorm, or the seed's conditional BatchNorm
+    num_groups: int = 8  # GroupNorm groups; channels must divide by it
+    num_classes: int = 0  # 0 = unconditional; else class labels 0..num_classes-1 (+ a null class)
+    temporal_downsample: bool = False  # halve T between levels too (then T must divide)
+    frames: int = 8  # the clip length the model is trained at (default for generation)
+    size: int = 32  # the frame size (H = W) the model is trained at
+
+    def __post_init__(self):
+        self.channel_multiples = tuple(self.channel_multiples)
+        self.attention_levels = tuple(self.attention_levels)
+        self.validate()
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.channel_multiples)
+
+    @property
+    def spatial_factor(self) -> int:
+        """H and W must be multiples of this."""
+        return 2 ** (self.num_levels - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        """T must be a multiple of this."""
+        return self.spatial_factor if self.temporal_downsample else 1
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def validate(self) -> None:
+        if self.norm not in ("group", "batch"):
+            raise VdmError(f"norm must be 'group' or 'batch', got {self.norm!r}")
+        if not self.channel_multiples:
+            raise VdmError("channel_multiples must have at least one level")
+        for level in self.attention_levels:
+            if not 0 <= level < self.num_levels:
+                raise VdmError(f"attention level {level} does not exist (levels 0..{self.num_levels - 1})")
+        for mult in self.channel_multiples:
+            ch = self.base_channels * mult
+            if self.norm == "group" and ch % self.num_groups:
+                raise VdmError(f"{ch} channels do not divide into num_groups={self.num_groups}")
+            if ch % self.num_heads:
+                raise VdmError(f"{ch} channels do not divide into num_heads={self.num_heads}")
+        if self.num_classes < 0:
+            raise VdmError("num_classes must be >= 0")
+        check_video_shape(self, self.frames, self.size, self.size)
+
+
+class ShapeError(VdmError, ValueError):
+    """A video shape the UNet cannot take."""
+
+
+def check_video_shape(cfg: ModelConfig, frames: int, height: int, width: int) -> None:
+    """Raise a ValueError (a VdmError) naming the dimension the UNet cannot take."""
+    if frames < 1 or height < 1 or width < 1:
+        raise ShapeError(f"video shape must be positive, got T={frames} H={height} W={width}")
+    for name, value, factor in (("frames", frames, cfg.temporal_factor),
+                                ("height", height, cfg.spatial_factor),
+                                ("width", width, cfg.spatial_factor)):
+        if value % factor:
+            raise ShapeError(f"{name}={value} is not a multiple of {factor}, which this UNet's "
+                           f"{cfg.num_levels} levels need")
+
+
+@dataclass
+class DiffusionConfig:
+    num_timesteps: int = 1000  # training timesteps of the forward process
+    schedule: ScheduleKind = "cosine"  # beta schedule
+    prediction: PredictionKind = "epsilon"  # what the network predicts: the noise, or v
+
+    def __post_init__(self):
+        if self.schedule not in ("linear", "cosine"):
+            raise VdmError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
+        if self.prediction not in ("epsilon", "v"):
+            raise VdmError(f"prediction must be 'epsilon' or 'v', got {self.prediction!r}")
+        if self.num_timesteps < 2:
+            raise VdmError("num_timesteps must be at least 2")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 8  # clips per optimizer step (split over grad_accum micro-batches)
+    grad_accum: int = 1  # micro-batches per step
+    lr: float = 3e-4  # peak AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    grad_clip: float = 1.0  # max gradient norm
+    ema_decay: float = 0.995  # EMA of the weights (what checkpoints and samples use)
+    data: str = "synthetic"  # 'synthetic' or a folder of videos
+    frame_stride: int = 1  # for folder data: take every k-th frame
+    seed: int = 0  # seeds the data, the noise and the weights
+    log_every: int = 10  # steps between metrics.jsonl lines
+    sample_every: int = 500  # steps between sample videos (0 = only at the end)
+    checkpoint_every: int = 250  # steps between checkpoints
+    sample_steps: int = 50  # DDIM steps for the sample videos
+    num_samples: int = 4  # videos in each sample grid
+
+
+@dataclass
+class Preset:
+    model: ModelConfig
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def presets() -> dict[str, Preset]:
+    """tiny: trains on 2 CPU cores in minutes; small: a real run on one GPU; base: the seed's quality setting."""
+    return {
+        "tiny": Preset(
+            ModelConfig(base_channels=16, channel_multiples=(1, 2, 4), num_res_blocks=1,
+                        attention_levels=(2,), num_heads=4, frames=8, size=32),
+            train=TrainConfig(steps=500, batch_size=4, lr=1e-3, warmup_steps=50, ema_decay=0.99,
+                              sample_every=250, checkpoint_every=100),
+        ),
+        "small": Preset(
+            ModelConfig(base_channels=64, channel_multiples=(1, 2, 4), num_res_blocks=1,
+                        attention_levels=(1, 2), num_heads=4, frames=16, size=64),
+            train=TrainConfig(steps=50_000, batch_size=16, lr=2e-4, warmup_steps=1000,
+                              sample_every=2000, checkpoint_every=1000, ema_decay=0.9995),
+        ),
+        "base": Preset(
+            ModelConfig(base_channels=64, channel_multiples=(1, 2, 4, 8), num_res_blocks=2,
+                        attention_levels=(2, 3), num_heads=8, num_groups=16, frames=16, size=64),
+            train=TrainConfig(steps=200_000, batch_size=32, lr=1e-4, warmup_steps=2000,
+                              sample_every=5000, checkpoint_every=2000, ema_decay=0.9999),
+        ),
+    }
+
+
+def get_preset(name: str) -> Preset:
+    table = presets()
+    if name not in table:
+        raise VdmError(f"unknown preset {name!r}; choose one of {', '.join(table)}")
+    return table[name]
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict, source: str = "config"):
+    """Build a config dataclass, naming unknown keys instead of ignoring them."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise VdmError(f"{source}: unknown {cls.__name__} field(s) {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise VdmError(f"{source}: {e}") from None
+
+
+def load_config_file(path: str | Path, base: Preset) -> Preset:
+    """Overlay a TOML/JSON file with [model], [diffusion], [train] tables onto a preset."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except FileNotFoundError:
+        raise VdmError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise VdmError(f"config file {path} is not valid {path.suffix[1:] or 'TOML'}: {e}") from None
+    unknown = sorted(set(data) - {"model", "diffusion", "train", "preset"})
+    if unknown:
+        raise VdmError(f"{path}: unknown section(s) {', '.join(unknown)}; use model, diffusion, train")
+    if "preset" in data:
+        base = get_preset(data["preset"])
+    merged = {}
+    for section, cls in (("model", ModelConfig), ("diffusion", DiffusionConfig), ("train", TrainConfig)):
+        current = to_dict(getattr(base, section))
+        current.update(data.get(section, {}))
+        merged[section] = from_dict(cls, current, str(path))
+    return Preset(**merged)

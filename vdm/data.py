@@ -1,0 +1,277 @@
+"""Datasets of video clips: synthetic bouncing shapes (built in) and a folder of video files.
+
+Every dataset gives clips as float32 tensors `(C=3, T, H, W)` in [-1, 1], addressed by an integer
+index, and a clip depends only on `(seed, index)`. `batch(step, batch_size)` takes the clips
+`step * batch_size ...`, so a training batch is a pure function of the step and a resumed run sees
+exactly the data it would have seen.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vdm.errors import VdmError
+from vdm.video import VIDEO_SUFFIXES, from_uint8_frames, iter_frames, probe_frame_count
+
+# The synthetic data's ground truth, exported so a quality metric can check generated videos
+# against the same rules. Lengths are fractions of min(H, W).
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0),  # red
+    (0, 255, 0),  # green
+    (0, 0, 255),  # blue
+    (255, 255, 0),  # yellow
+    (255, 0, 255),  # magenta
+    (0, 255, 255),  # cyan
+)
+SHAPE_KINDS: tuple[str, ...] = ("square", "disc")
+RADIUS_RANGE = (0.08, 0.18)  # disc radius / square half-side, × min(H, W)
+MIN_RADIUS = 2.0  # px; smaller shapes vanish into a pixel or two
+SPEED_RANGE = (0.03, 0.08)  # px per frame, × min(H, W); the direction is uniform
+BACKGROUND = (0, 0, 0)  # black
+
+
+class ClipDataset:
+    """Clips addressed by an integer index. Subclasses implement `clip`."""
+
+    frames: int  # T of every clip
+    size: int  # H (and W) of every clip
+
+    def clip(self, index: int) -> torch.Tensor:
+        """One clip, (3, T, H, W) float32 in [-1, 1]; depends only on (seed, index)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement clip()")
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        """Clips step*batch_size ... step*batch_size + batch_size - 1, stacked: (B, 3, T, H, W)."""
+        first = step * batch_size
+        return torch.stack([self.clip(first + i) for i in range(batch_size)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic bouncing shapes
+#
+# Geometry is continuous: the frame spans [0, H] x [0, W] and pixel (i, j) has its centre at
+# (i + 0.5, j + 0.5). A shape with centre (y, x) and radius r is fully inside while r <= y <= H - r
+# and r <= x <= W - r; a pixel belongs to it when its centre is inside the disc / square.
+
+
+@dataclass
+class ShapeTrack:
+    """One shape of a synthetic clip, with its whole trajectory."""
+
+    kind: Literal["square", "disc"]
+    color: tuple[int, int, int]  # RGB in 0..255, one of PALETTE
+    radius: float  # disc radius or square half-side, px
+    positions: np.ndarray  # (T, 2) centre (y, x) per frame, px
+    velocity: tuple[float, float]  # (vy, vx) px per frame at frame 0; an axis flips sign at each bounce
+
+
+def bounce(start: float, velocity: float, low: float, high: float, frames: int) -> np.ndarray:
+    """(T,) positions of a point moving at `velocity` per frame that reflects off `low` and `high`.
+
+    Unfolding the reflections gives a straight line; folding it back into [low, high] is a
+    triangle wave of period 2 * (high - low).
+    """
+    span = high - low
+    if span <= 0:
+        return np.full(frames, low, dtype=np.float64)
+    unfolded = np.mod(start - low + velocity * np.arange(frames), 2 * span)
+    return low + np.where(unfolded <= span, unfolded, 2 * span - unfolded)
+
+
+def _sample_track(rng: np.random.Generator, color: tuple[int, int, int], frames: int,
+                  height: int, width: int) -> ShapeTrack:
+    """Draw one shape's kind, size, start and velocity; integrate its bouncing path."""
+    scale = min(height, width)
+    kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
+    radius = float(np.clip(rng.uniform(*RADIUS_RANGE) * scale, MIN_RADIUS, scale / 2))
+    start = rng.uniform((radius, radius), (height - radius, width - radius))  # (y, x)
+    speed = rng.uniform(*SPEED_RANGE) * scale
+    angle = rng.uniform(0, 2 * np.pi)
+    vy, vx = speed * np.sin(angle), speed * np.cos(angle)
+    ys = bounce(start[0], vy, radius, height - radius, frames)
+    xs = bounce(start[1], vx, radius, width - radius, frames)
+    return ShapeTrack(kind, color, radius, np.stack([ys, xs], axis=1), (float(vy), float(vx)))  # (T, 2)
+
+
+def _shape_masks(track: ShapeTrack, height: int, width: int) -> np.ndarray:
+    """(T, H, W) bool: which pixel centres the shape covers in each frame."""
+    ys = np.arange(height)[None, :, None] + 0.5  # (1, H, 1)
+    xs = np.arange(width)[None, None, :] + 0.5  # (1, 1, W)
+    dy = ys - track.positions[:, 0, None, None]  # (T, H, 1)
+    dx = xs - track.positions[:, 1, None, None]  # (T, 1, W)
+    if track.kind == "square":
+        return (np.abs(dy) <= track.radius) & (np.abs(dx) <= track.radius)
+    elif track.kind == "disc":
+        return dy**2 + dx**2 <= track.radius**2
+    else:
+        raise ValueError(f"unknown shape kind {track.kind!r}")
+
+
+def render_tracks(tracks: list[ShapeTrack], frames: int, height: int, width: int) -> np.ndarray:
+    """Draw shapes in list order (later ones on top) on the background -> (T, H, W, 3) uint8."""
+    video = np.empty((frames, height, width, 3), np.uint8)
+    video[:] = BACKGROUND
+    for track in tracks:
+        video[_shape_masks(track, height, width)] = track.color
+    return video
+
+
+class SyntheticShapes(ClipDataset):
+    """Bouncing squares and discs on black: 1-3 shapes per clip, each its own palette colour.
+
+    Shapes keep their colour and size, move at constant velocity and reflect off the borders, so
+    they are always fully inside the frame. A clip depends only on (seed, index).
+    """
+
+    def __init__(self, frames: int, size: int, seed: int = 0, min_shapes: int = 1,
+                 max_shapes: int = 3, *, height: int | None = None, width: int | None = None):
+        self.frames, self.size, self.seed = frames, size, seed
+        self.height, self.width = height or size, width or size
+        self.min_shapes, self.max_shapes = min_shapes, max_shapes
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.frames < 1:
+            raise VdmError(f"frames must be >= 1, got {self.frames}")
+        if min(self.height, self.width) < 2 * MIN_RADIUS:
+            raise VdmError(f"synthetic clips need H and W >= {2 * MIN_RADIUS:g} to fit a shape, "
+                           f"got H={self.height} W={self.width}")
+        if not 1 <= self.min_shapes <= self.max_shapes <= len(PALETTE):
+            raise VdmError(f"need 1 <= min_shapes <= max_shapes <= {len(PALETTE)} (one colour each), "
+                           f"got min_shapes={self.min_shapes} max_shapes={self.max_shapes}")
+
+    def clip_with_meta(self, index: int) -> tuple[torch.Tensor, list[ShapeTrack]]:
+        """One clip (3, T, H, W) in [-1, 1] and its shapes, in drawing order."""
+        rng = np.random.default_rng([self.seed, index])
+        count = rng.integers(self.min_shapes, self.max_shapes + 1)
+        colors = rng.choice(len(PALETTE), size=count, replace=False)  # distinct within the clip
+        tracks = [_sample_track(rng, PALETTE[c], self.frames, self.height, self.width) for c in colors]
+        video = render_tracks(tracks, self.frames, self.height, self.width)  # (T, H, W, 3)
+        return torch.from_numpy(from_uint8_frames(video)), tracks
+
+    def clip(self, index: int) -> torch.Tensor:
+        return self.clip_with_meta(index)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder of video files
+
+
+def find_videos(root: Path) -> list[Path]:
+    """Video files under `root`, recursively, by suffix (any case), sorted for a stable order."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def square_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3): centre-crop to a square, resize (antialiased bilinear).
+
+    Resizing only the centred square (Pillow's `box`) is the same as scaling the short side to
+    `size` and then centre-cropping, including the filter's reach past the crop edge, but resizes
+    fewer pixels.
+    """
+    h, w, _ = frame.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    if side == size:
+        return frame[top:top + side, left:left + side]
+    box = (left, top, left + side, top + side)
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR, box=box))
+
+
+class VideoFolder(ClipDataset):
+    """Clips cut from the video files under a folder (.mp4 .avi .mov .webm .gif, recursively).
+
+    Each file is probed once at construction; unreadable or too-short files are skipped with one
+    warning each and listed in `self.skipped` as (path, reason). A clip takes `frames` frames,
+    `frame_stride` apart, from a random start in a random video, and squares them to `size`.
+    """
+
+    def __init__(self, root: str | Path, frames: int, size: int, frame_stride: int = 1,
+                 seed: int = 0, cache_size: int = 16):
+        if frames < 1 or size < 1 or frame_stride < 1:
+            raise VdmError(f"frames, size and frame_stride must be >= 1, "
+                           f"got {frames}, {size}, {frame_stride}")
+        self.root, self.frames, self.size = Path(root), frames, size
+        self.frame_stride, self.seed, self.cache_size = frame_stride, seed, cache_size
+        self.span = (frames - 1) * frame_stride + 1  # source frames one clip covers
+        self.skipped: list[tuple[Path, str]] = []
+        self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()  # path -> (N, size, size, 3) uint8
+        self.videos = self._usable_videos()
+
+    def _skip(self, path: Path, reason: str) -> None:
+        warnings.warn(f"skipping video {path}: {reason}", stacklevel=3)
+        self.skipped.append((path, reason))
+
+    def _usable_videos(self) -> list[Path]:
+        if not self.root.is_dir():
+            raise VdmError(f"data folder {self.root} does not exist (or is not a folder); "
+                           f"pass a folder of videos, or 'synthetic' for the built-in data")
+        found = find_videos(self.root)
+        usable = [path for path in found if self._probe(path)]
+        if not usable:
+            raise VdmError(f"no usable video under {self.root}: found {len(found)} video file(s) "
+                           f"({' '.join(VIDEO_SUFFIXES)}), skipped {len(self.skipped)}"
+                           + (f"; first reason: {self.skipped[0][1]}" if self.skipped else ""))
+        return usable
+
+    def _probe(self, path: Path) -> bool:
+        try:
+            count = probe_frame_count(path)
+        except VdmError as e:
+            self._skip(path, str(e))
+            return False
+        if count < self.span:
+            self._skip(path, f"{count} frames, fewer than the {self.span} a clip needs "
+                             f"(frames={self.frames}, frame_stride={self.frame_stride})")
+            return False
+        return True
+
+    def _decode(self, path: Path) -> np.ndarray:
+        """(N, size, size, 3) uint8, squared frame by frame so a long video never sits in memory whole."""
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        frames = [square_frame(f, self.size) for f in iter_frames(path)]
+        if not frames:
+            raise VdmError(f"video {path} decoded to no frames")
+        video = np.stack(frames)
+        self._cache[path] = video
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)  # least recently used
+        return video
+
+    def _drop(self, path: Path, reason: str) -> None:
+        """A file that passed the probe but fails now: warn once and never pick it again."""
+        self.videos.remove(path)
+        self._skip(path, reason)
+
+    def clip(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        while self.videos:
+            path = self.videos[rng.integers(len(self.videos))]
+            try:
+                video = self._decode(path)  # (N, size, size, 3)
+            except VdmError as e:
+                self._drop(path, str(e))
+                continue
+            if len(video) < self.span:
+                self._drop(path, f"decoded only {len(video)} frames, a clip needs {self.span}")
+                continue
+            start = rng.integers(len(video) - self.span + 1)
+            frames = video[start:start + self.span:self.frame_stride]  # (T, size, size, 3)
+            return torch.from_numpy(from_uint8_frames(frames))
+        raise VdmError(f"every video under {self.root} failed to decode; see the warnings above")
+
+
+def make_dataset(data: str, frames: int, size: int, frame_stride: int = 1, seed: int = 0) -> ClipDataset:
+    """'synthetic' -> SyntheticShapes (frame_stride does not apply); anything else is a folder path."""
+    if data == "synthetic":
+        return SyntheticShapes(frames, size, seed=seed)
+    return VideoFolder(data, frames, size, frame_stride=frame_stride, seed=seed)

@@ -1,0 +1,153 @@
+"""The diffusion math: schedules, the forward process, the training loss, and sampler updates.
+
+Small pure functions on tensors, named as in the papers: DDPM (Ho et al. 2020), improved DDPM
+(Nichol & Dhariwal 2021, cosine schedule), DDIM (Song et al. 2021), v-prediction (Salimans & Ho
+2022). The schedule is computed once in float64; per-step values are gathered from it. The runtime's
+sampling loop and the training loop both use these functions, so there is one copy of the math.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vdm.config import DiffusionConfig
+
+
+def linear_betas(num_timesteps: int) -> np.ndarray:
+    """DDPM's linear schedule, scaled so any number of timesteps spans the same noise range."""
+    scale = 1000 / num_timesteps
+    return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
+
+
+def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    """Improved DDPM's cosine schedule: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2)."""
+    def alpha_bar(t):
+        return math.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+
+    betas = [min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), max_beta)
+             for i in range(num_timesteps)]
+    return np.array(betas, dtype=np.float64)
+
+
+def make_betas(schedule: str, num_timesteps: int) -> np.ndarray:
+    if schedule == "linear":
+        return linear_betas(num_timesteps)
+    elif schedule == "cosine":
+        return cosine_betas(num_timesteps)
+    else:
+        raise ValueError(f"unknown beta schedule {schedule!r}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The forward process, precomputed in float64."""
+
+    betas: np.ndarray  # (num_timesteps,)
+    alphas_cumprod: np.ndarray  # (num_timesteps,) alpha_bar_t = prod_{s<=t} (1 - beta_s)
+    prediction: str  # 'epsilon' or 'v'
+
+    @classmethod
+    def from_config(cls, cfg: DiffusionConfig) -> "Schedule":
+        betas = make_betas(cfg.schedule, cfg.num_timesteps)
+        return cls(betas, np.cumprod(1.0 - betas), cfg.prediction)
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.betas)
+
+
+def gather(values: np.ndarray, t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """values[t] as float32 on t's device, shaped (B, 1, ..., 1) to broadcast over a (B, ...) tensor."""
+    out = torch.from_numpy(values).to(t.device)[t].float()
+    return out.reshape(-1, *([1] * (ndim - 1)))
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: np.ndarray) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps; x0, noise (B, C, T, H, W), t (B,)."""
+    abar = gather(alphas_cumprod, t, x0.ndim)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def v_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0."""
+    return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+
+
+def training_loss(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                  schedule: Schedule) -> torch.Tensor:
+    """Mean squared error against the prediction target (the simple DDPM loss)."""
+    if schedule.prediction == "epsilon":
+        target = noise
+    elif schedule.prediction == "v":
+        target = v_target(x0, noise, gather(schedule.alphas_cumprod, t, x0.ndim))
+    else:
+        raise ValueError(f"unknown prediction {schedule.prediction!r}")
+    return torch.mean((model_output.float() - target) ** 2)
+
+
+def split_prediction(model_output: torch.Tensor, x_t: torch.Tensor, abar_t: float,
+                     prediction: str, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the network's output, the predicted (x_0, eps) at a step with alpha_bar = abar_t.
+
+    With clip, x_0 is clamped to the data range [-1, 1] and eps re-derived so both stay consistent.
+    """
+    a, b = math.sqrt(abar_t), math.sqrt(1 - abar_t)
+    if prediction == "epsilon":
+        x0 = (x_t - b * model_output) / a
+    elif prediction == "v":
+        x0 = a * x_t - b * model_output
+    else:
+        raise ValueError(f"unknown prediction {prediction!r}")
+    if clip:
+        x0 = x0.clamp(-1, 1)
+    eps = (x_t - a * x0) / b
+    return x0, eps
+
+
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, abar_prev: float, sigma: float,
+              noise: torch.Tensor | None) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12): x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z."""
+    x_prev = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
+    if sigma > 0 and noise is not None:
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def ddim_sigma(abar_t: float, abar_prev: float, eta: float) -> float:
+    """sigma_t(eta); eta = 1 gives the DDPM posterior's standard deviation, eta = 0 a deterministic step."""
+    return eta * math.sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
+
+
+def ddpm_step(x_t: torch.Tensor, x0: torch.Tensor, abar_t: float, abar_prev: float,
+              noise: torch.Tensor | None) -> torch.Tensor:
+    """DDPM ancestral step: a sample of q(x_prev | x_t, x_0) (Ho et al. 2020, eq. 6-7).
+
+    Works on a respaced subset of timesteps: beta is re-derived as 1 - abar_t / abar_prev.
+    """
+    beta = 1 - abar_t / abar_prev
+    coef_x0 = math.sqrt(abar_prev) * beta / (1 - abar_t)
+    coef_xt = math.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar_t)
+    mean = coef_x0 * x0 + coef_xt * x_t
+    variance = beta * (1 - abar_prev) / (1 - abar_t)
+    if noise is None or variance <= 0:
+        return mean
+    return mean + math.sqrt(variance) * noise
+
+
+def sampling_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
+    """The evenly spaced subset of training timesteps a sampler visits, from the noisiest down.
+
+    num_steps = num_timesteps gives every timestep (plain DDPM).
+    """
+    if not 1 <= num_steps <= num_timesteps:
+        raise ValueError(f"num_steps must be in 1..{num_timesteps}, got {num_steps}")
+    ts = np.linspace(0, num_timesteps - 1, num_steps).round().astype(np.int64)
+    return sorted(set(ts.tolist()), reverse=True)
+
+
+def abar_before(alphas_cumprod: np.ndarray, timesteps: list[int], i: int) -> float:
+    """alpha_bar of the step after timesteps[i] in the sampling order (1.0 after the last: clean data)."""
+    return float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0

@@ -1,0 +1,293 @@
+"""The 3D UNet that predicts noise (or v) for a video: forward(x (B,C,T,H,W), t (B,), y (B,)) -> (B,C,T,H,W).
+
+Encoder of residual 3D conv blocks with downsampling, a middle block with attention, and a decoder
+with skip connections and upsampling. Every residual block's normalization is conditional: its
+scale and shift come from the timestep (and class) embedding. Attention is factorized: spatial
+attention within each frame, then temporal attention across frames with a frame position encoding.
+
+Written to export: no data-dependent Python branches in forward, no einops. Reduced precision is a
+cast of the network (`cast_for_inference`), with normalization statistics, softmax, and the
+embeddings kept in float32, and float32 inputs and outputs so a sampling loop stays in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vdm.config import ModelConfig, check_video_shape
+
+
+def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """(N,) float positions -> (N, dim) float32 [cos | sin] features, as in the Transformer."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    args = positions.float()[:, None] * freqs[None]  # (N, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class KeepFloat32(nn.Module):
+    """Marker base: modules that `cast_for_inference` leaves in float32 (they are cheap and fragile)."""
+
+
+class ConditionalNorm(KeepFloat32):
+    """GroupNorm/BatchNorm without affine, then scale and shift predicted from the embedding.
+
+    Statistics are taken in float32 whatever the network's dtype; the result returns in x's dtype.
+    """
+
+    def __init__(self, channels: int, emb_dim: int, kind: str, num_groups: int):
+        super().__init__()
+        if kind == "group":
+            self.norm = nn.GroupNorm(num_groups, channels, affine=False)
+        elif kind == "batch":
+            self.norm = nn.BatchNorm3d(channels, affine=False)
+        else:
+            raise ValueError(f"unknown norm {kind!r}")
+        self.to_scale_shift = nn.Linear(emb_dim, 2 * channels)
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.to_scale_shift(emb)[:, :, None, None, None].chunk(2, dim=1)  # (B, C, 1, 1, 1) each
+        h = self.norm(x.float())
+        return (h * (1 + scale) + shift).to(x.dtype)
+
+
+class PlainNorm(KeepFloat32):
+    """GroupNorm with affine parameters, statistics in float32 (the output head's norm)."""
+
+    def __init__(self, channels: int, num_groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(num_groups, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.float()).to(x.dtype)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3x3 convolutions, each after a conditional norm and SiLU, plus a (1x1x1 when needed) skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = ConditionalNorm(in_ch, emb_dim, cfg.norm, cfg.num_groups)
+        self.conv1 = nn.Conv3d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = ConditionalNorm(out_ch, emb_dim, cfg.norm, cfg.num_groups)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.conv2 = nn.Conv3d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv3d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x, emb)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h, emb))))
+        return self.skip(x) + h
+
+
+class FramePositions(KeepFloat32):
+    """Sinusoidal frame-index encoding, projected to the channels: (T,) -> (T, C)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, num_frames: int, device: torch.device) -> torch.Tensor:
+        positions = torch.arange(num_frames, device=device)
+        return self.proj(sinusoidal_embedding(positions, self.channels))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Multi-head attention (N, heads, L, d) with the softmax in float32 whatever the input dtype."""
+    dtype = q.dtype
+    return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(dtype)
+
+
+class FactorizedAttention(nn.Module):
+    """Spatial self-attention within each frame, then temporal self-attention across frames.
+
+    Each is pre-norm and residual; the output projections start at zero so the block starts as
+    the identity.
+    """
+
+    def __init__(self, channels: int, num_heads: int, num_groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.spatial_norm = PlainNorm(channels, num_groups)
+        self.spatial_qkv = nn.Linear(channels, 3 * channels)
+        self.spatial_out = nn.Linear(channels, channels)
+        self.temporal_norm = PlainNorm(channels, num_groups)
+        self.frame_positions = FramePositions(channels)
+        self.temporal_qkv = nn.Linear(channels, 3 * channels)
+        self.temporal_out = nn.Linear(channels, channels)
+        for layer in (self.spatial_out, self.temporal_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def self_attention(self, tokens: torch.Tensor, qkv: nn.Linear, out: nn.Linear) -> torch.Tensor:
+        """(N, L, C) tokens -> (N, L, C)."""
+        n, length, c = tokens.shape
+        q, k, v = qkv(tokens).reshape(n, length, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        # q, k, v: (N, heads, L, C/heads)
+        h = attend(q, k, v).transpose(1, 2).reshape(n, length, c)  # (N, L, C)
+        return out(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, hgt, wid = x.shape
+        tokens = self.spatial_norm(x).permute(0, 2, 3, 4, 1).reshape(b * t, hgt * wid, c)  # (B*T, H*W, C)
+        h = self.self_attention(tokens, self.spatial_qkv, self.spatial_out)
+        x = x + h.reshape(b, t, hgt, wid, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
+
+        tokens = self.temporal_norm(x).permute(0, 3, 4, 2, 1).reshape(b * hgt * wid, t, c)  # (B*H*W, T, C)
+        tokens = tokens + self.frame_positions(t, x.device).to(tokens.dtype)
+        h = self.self_attention(tokens, self.temporal_qkv, self.temporal_out)
+        return x + h.reshape(b, hgt, wid, t, c).permute(0, 4, 3, 1, 2)  # (B, C, T, H, W)
+
+
+class Downsample(nn.Module):
+    """Strided 3x3x3 convolution: halves H and W (and T when temporal_downsample)."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.conv = nn.Conv3d(channels, channels, 3, stride=(2 if temporal else 1, 2, 2), padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling, then a 3x3x3 convolution."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.scale = (2.0 if temporal else 1.0, 2.0, 2.0)
+        self.conv = nn.Conv3d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
+
+
+class Embedding(KeepFloat32):
+    """Timestep (and class) embedding: sinusoid -> MLP, plus a learned class vector (null class = num_classes)."""
+
+    def __init__(self, base_channels: int, emb_dim: int, num_classes: int):
+        super().__init__()
+        self.base_channels = base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        emb = self.time_mlp(sinusoidal_embedding(t, self.base_channels))  # (B, emb_dim)
+        if self.class_embed is not None:
+            emb = emb + self.class_embed(y)
+        return emb
+
+
+class Level(nn.Module):
+    """The residual blocks (each optionally followed by attention) of one UNet level."""
+
+    def __init__(self, channels_in: list[int], out_ch: int, emb_dim: int, attention: bool, cfg: ModelConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(c, out_ch, emb_dim, cfg) for c in channels_in)
+        self.attentions = nn.ModuleList(
+            FactorizedAttention(out_ch, cfg.num_heads, cfg.num_groups) if attention else nn.Identity()
+            for _ in channels_in)
+
+
+class Unet3D(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        base = cfg.base_channels
+        emb_dim = 4 * base
+        widths = [base * m for m in cfg.channel_multiples]
+        self.embedding = Embedding(base, emb_dim, cfg.num_classes)
+        self.conv_in = nn.Conv3d(cfg.in_channels, base, 3, padding=1)
+
+        # Encoder: record the channels of every skip connection, in order.
+        skips = [base]
+        ch = base
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        for level, width in enumerate(widths):
+            ins = [ch] + [width] * (cfg.num_res_blocks - 1)
+            self.down.append(Level(ins, width, emb_dim, level in cfg.attention_levels, cfg))
+            ch = width
+            skips += [width] * cfg.num_res_blocks
+            last = level == len(widths) - 1
+            self.downsample.append(nn.Identity() if last else Downsample(ch, cfg.temporal_downsample))
+            if not last:
+                skips.append(ch)
+
+        self.mid_block1 = ResBlock(ch, ch, emb_dim, cfg)
+        self.mid_attention = FactorizedAttention(ch, cfg.num_heads, cfg.num_groups)
+        self.mid_block2 = ResBlock(ch, ch, emb_dim, cfg)
+
+        # Decoder: each block takes one skip connection, popped in reverse.
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            width = widths[level]
+            ins = []
+            for _ in range(cfg.num_res_blocks + 1):
+                ins.append(ch + skips.pop())
+                ch = width
+            self.up.append(Level(ins, width, emb_dim, level in cfg.attention_levels, cfg))
+            self.upsample.append(Upsample(ch, cfg.temporal_downsample) if level > 0 else nn.Identity())
+        assert not skips, "every skip connection is consumed"
+
+        self.norm_out = PlainNorm(ch, cfg.num_groups)
+        self.conv_out = nn.Conv3d(ch, cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """ValueError naming the problem when x is not a (B, C, T, H, W) video this UNet can take."""
+        if x.ndim != 5 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected x of shape (B, {self.cfg.in_channels}, T, H, W), got {tuple(x.shape)}")
+        check_video_shape(self.cfg, x.shape[2], x.shape[3], x.shape[4])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, T, H, W) float32, t (B,) timesteps, y (B,) class labels (None = the null class).
+
+        Returns the prediction (B, C, T, H, W) in float32.
+        """
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self.check_input(x)
+        if self.cfg.conditional and y is None:
+            y = torch.full_like(t, self.cfg.num_classes, dtype=torch.long)
+        emb = self.embedding(t, y)  # (B, emb_dim) float32
+        h = self.conv_in(x.to(self.conv_in.weight.dtype))
+        skips = [h]
+        for level, down in zip(self.down, self.downsample):
+            for block, attention in zip(level.blocks, level.attentions):
+                h = attention(block(h, emb))
+                skips.append(h)
+            if not isinstance(down, nn.Identity):
+                h = down(h)
+                skips.append(h)
+        h = self.mid_block2(self.mid_attention(self.mid_block1(h, emb)), emb)
+        for level, up in zip(self.up, self.upsample):
+            for block, attention in zip(level.blocks, level.attentions):
+                h = attention(block(torch.cat([h, skips.pop()], dim=1), emb))
+            h = up(h)
+        return self.conv_out(F.silu(self.norm_out(h))).float()
+
+    def cast_for_inference(self, dtype: torch.dtype) -> "Unet3D":
+        """Convolutions and attention projections in `dtype`; norms and embeddings stay float32."""
+        self.to(dtype)
+        for module in self.modules():
+            if isinstance(module, KeepFloat32):
+                module.float()
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv_in.weight.dtype
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
