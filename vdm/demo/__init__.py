@@ -1,0 +1,25 @@
+"""The bundled demo model: a tiny UNet trained on the synthetic bouncing shapes (see TRAINING.md here)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vdm.errors import VdmError
+
+DEMO_CHECKPOINT = Path(__file__).with_name("demo.safetensors")
+
+
+def cache_dir() -> Path:
+    """Where derived artifacts (the demo's ONNX bundle) are cached: $VDM_CACHE or ~/.cache/vdm."""
+    return Path(os.environ.get("VDM_CACHE", Path.home() / ".cache" / "vdm"))
+
+
+def demo_model_path(backend: str = "torch") -> Path:
+    """The demo checkpoint, or for ONNX-based backends its bundle, exported on first use and cached."""
+    if not DEMO_CHECKPOINT.is_file():
+        raise VdmError(f"the demo model {DEMO_CHECKPOINT} is missing from this install; pass a MODEL path")
+    if backend == "torch":
+        return DEMO_CHECKPOINT
+    from vdm.export.bundle import cached_bundle
+
+    return cached_bundle(DEMO_CHECKPOINT, cache_dir() / "demo-bundle")
