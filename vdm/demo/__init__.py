@@ -20,6 +20,6 @@ def demo_model_path(backend: str = "torch") -> Path:
         raise VdmError(f"the demo model {DEMO_CHECKPOINT} is missing from this install; pass a MODEL path")
     if backend == "torch":
         return DEMO_CHECKPOINT
-    from vdm.export.bundle import cached_bundle
+    from vdm.export.pipeline import cached_bundle
 
     return cached_bundle(DEMO_CHECKPOINT, cache_dir() / "demo-bundle")

@@ -1,0 +1,182 @@
+"""Checkpoint -> bundle: export, check, measure parity, and only then publish into the bundle directory.
+
+Everything is written into a temporary directory beside the bundle first; files move into the bundle
+and the manifest is replaced (atomically, last) only when every check passed. A failed export leaves
+a previous bundle exactly as it was.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import vdm
+from vdm.atomic import atomic_write_text
+from vdm.checkpoint import file_sha256, load_model
+from vdm.config import check_video_shape, to_dict
+from vdm.errors import VdmError
+from vdm.export.onnx_export import Exporter, ExportShapes, export_onnx
+from vdm.export.parity import measure_parity, parity_cases
+from vdm.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST_NAME, read_bundle
+
+
+class ParityError(VdmError):
+    """The exported network disagrees with the PyTorch model beyond the documented tolerance."""
+
+    exit_code = 1
+
+
+@dataclass
+class ExportOptions:
+    precision: str = "fp32"  # 'fp32' or 'fp16'
+    opset: int = 18  # ONNX opset
+    batch: int = 1  # sample-input batch (the only batch when static)
+    frames: int | None = None  # sample-input frames (default: the model's)
+    size: int | None = None  # frame size H = W (default: the model's); fixed in the graph
+    static: bool = False  # fix every shape
+    max_batch: int = 64  # dynamic-axis limits recorded in the manifest and used for engine profiles
+    max_frames: int = 128
+    exporter: Exporter = "dynamo"
+    external_data: bool | None = None  # None: only when the weights approach protobuf's 2 GB limit
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"vdm": vdm.__version__, "python": platform.python_version(), "torch": torch.__version__}
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def network_file(precision: str) -> str:
+    return "unet.onnx" if precision == "fp32" else f"unet.{precision}.onnx"
+
+
+def ort_runner(path: Path):
+    """A function feed -> output running the ONNX file on ONNX Runtime's CPU provider."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda feed: session.run(["out"], feed)[0]
+
+
+def check_onnx(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:  # onnx raises ValidationError / InferenceError
+        raise VdmError(f"the exported {path.name} fails onnx.checker: {e}") from None
+
+
+def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=print) -> dict:
+    """Export `checkpoint` into the bundle `out_dir`; returns the manifest written."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise VdmError(f"vdm-export needs onnx and onnxruntime: pip install 'vdm[onnx]' ({e.name} missing)") from None
+    model, diffusion_config, metadata = load_model(checkpoint)
+    cfg = model.cfg
+    shapes = ExportShapes(options.batch, options.frames or cfg.frames, options.size or cfg.size,
+                          options.size or cfg.size, options.static, options.max_batch, options.max_frames)
+    check_video_shape(cfg, shapes.frames, shapes.height, shapes.width)
+    if options.batch < 1 or options.batch > options.max_batch or shapes.frames > options.max_frames:
+        raise VdmError("--batch/--frames must be within 1..--max-batch/--max-frames")
+    sha = file_sha256(checkpoint)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        name = network_file(options.precision)
+        onnx_path = staging / name
+        log(f"exporting {checkpoint.name} -> {name} ({options.precision}, {options.exporter} exporter)")
+        export_onnx(model, onnx_path, shapes, options.precision, options.opset, options.exporter,
+                    options.external_data)
+        check_onnx(onnx_path)
+        log("onnx.checker: ok (full check)")
+        cases = parity_cases(model, shapes.batch, shapes.frames, shapes.height, shapes.width)
+        parity = measure_parity(model, ort_runner(onnx_path), cases, options.precision)
+        log(f"parity vs torch fp32 ({parity['cases']} inputs, t={parity['timesteps']}): max abs "
+            f"{parity['max_abs_error']:.3g}, rel {parity['rel_error']:.3g} (tolerance "
+            f"{parity['tolerance_rel_error']:g}), PSNR {parity['psnr_db']:.1f} dB")
+        if not parity["passed"]:
+            raise ParityError(f"{options.precision} export is outside the parity tolerance "
+                              f"(rel error {parity['rel_error']:.3g} > {parity['tolerance_rel_error']:g}); "
+                              f"nothing was written to {out_dir}")
+        entry = network_entry(model, onnx_path, shapes, options, parity)
+        manifest = merged_manifest(out_dir, sha, checkpoint, metadata, cfg, diffusion_config)
+        manifest["networks"][options.precision] = entry
+        for produced in staging.iterdir():
+            os.replace(produced, out_dir / produced.name)
+        atomic_write_text(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=2))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportOptions, parity: dict) -> dict:
+    from vdm.export.onnx_export import io_spec
+
+    inputs, outputs = io_spec(model, shapes)
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    return {
+        "file": onnx_path.name,
+        "external_data": data.name if data.exists() else None,
+        "precision": options.precision,
+        "opset": options.opset,
+        "exporter": options.exporter,
+        "inputs": inputs,
+        "outputs": outputs,
+        "shapes": {"static": shapes.static, "height": shapes.height, "width": shapes.width,
+                   "batch": shapes.axis("batch"), "frames": shapes.axis("frames"),
+                   "frames_multiple_of": model.cfg.temporal_factor},
+        "parity": parity,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": software_versions(),
+    }
+
+
+def merged_manifest(out_dir: Path, sha: str, checkpoint: Path, metadata: dict, cfg, diffusion_config) -> dict:
+    """The bundle's manifest so far when it came from the same checkpoint; else a fresh one."""
+    fresh = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": to_dict(cfg),
+        "diffusion_config": to_dict(diffusion_config),
+        "source": {"checkpoint": checkpoint.name, "sha256": sha, "step": int(metadata.get("step", 0))},
+        "networks": {},
+    }
+    if not (out_dir / MANIFEST_NAME).exists():
+        return fresh
+    try:
+        previous = read_bundle(out_dir).manifest
+    except VdmError:
+        return fresh
+    if previous.get("source", {}).get("sha256") != sha:
+        return fresh  # another checkpoint's networks must not stay listed
+    previous["networks"] = {p: e for p, e in previous["networks"].items() if (out_dir / e["file"]).exists()}
+    return previous
+
+
+def cached_bundle(checkpoint: Path, bundle_dir: Path, log=print) -> Path:
+    """A bundle for `checkpoint` in `bundle_dir`, exported on first use and reused while the checkpoint is unchanged."""
+    try:
+        bundle = read_bundle(bundle_dir)
+        if bundle.manifest["source"]["sha256"] == file_sha256(checkpoint) and "fp32" in bundle.networks:
+            log(f"reusing the exported bundle in {bundle_dir}")
+            return bundle_dir
+    except VdmError:
+        pass
+    log(f"first use: exporting {checkpoint.name} to {bundle_dir} (once)")
+    export_bundle(checkpoint, bundle_dir, ExportOptions(), log=log)
+    return bundle_dir

@@ -1,0 +1,151 @@
+"""The ONNX Runtime backend: runs a bundle's network with IO binding on torch tensors.
+
+The latent never leaves the device between steps: inputs and the output are bound by address to
+torch tensors on the backend's device. On CUDA, ONNX Runtime runs on torch's current stream, and the
+CUDA EP's CUDA-graph mode replays the whole network for static shapes. The TensorRT EP is offered
+too, with its engine cache kept inside the bundle.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vdm.errors import VdmError
+from vdm.runtime.backend import Backend, resolve_device
+from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
+
+NUMPY_DTYPES = {"float32": np.float32, "int64": np.int64}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise VdmError("the onnxruntime backend needs onnxruntime: pip install 'vdm[onnx]' "
+                       "(or onnxruntime-gpu for CUDA)") from None
+    return onnxruntime
+
+
+def session_options(ort, threads: int | None):
+    """Deliberate settings: full graph optimization, one op at a time using all cores."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # the UNet is a chain: parallel ops gain nothing
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.enable_mem_pattern = True
+    options.log_severity_level = 3
+    return options
+
+
+def providers_for(ort, device: torch.device, provider: str | None, bundle: Bundle, precision: str,
+                  cuda_graph: bool) -> list:
+    """The execution-provider list for the requested device/provider, or a VdmError saying what to install."""
+    available = ort.get_available_providers()
+    provider = provider or ("cuda" if device.type == "cuda" else "cpu")
+    if provider == "cpu":
+        if device.type == "cuda":
+            raise VdmError("--provider cpu with --device cuda: use --device cpu")
+        return ["CPUExecutionProvider"]
+    if device.type != "cuda":
+        raise VdmError(f"--provider {provider} needs --device cuda")
+    cuda_options = {"device_id": device.index or 0,
+                    "user_compute_stream": str(torch.cuda.current_stream(device).cuda_stream)}
+    if cuda_graph:
+        cuda_options["enable_cuda_graph"] = "1"
+    if provider == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise VdmError("--device cuda needs onnxruntime-gpu (this onnxruntime has "
+                           f"{', '.join(available)}): pip uninstall onnxruntime && pip install onnxruntime-gpu")
+        return [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
+    if provider == "tensorrt":
+        if "TensorrtExecutionProvider" not in available:
+            raise VdmError("--provider tensorrt needs onnxruntime-gpu built with TensorRT and TensorRT's "
+                           "libraries on the library path")
+        cache = bundle.root / "trt_cache"
+        cache.mkdir(exist_ok=True)
+        trt_options = {"device_id": device.index or 0, "trt_engine_cache_enable": True,
+                       "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+                       "trt_fp16_enable": precision == "fp16",
+                       "user_compute_stream": cuda_options["user_compute_stream"]}
+        return [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", cuda_options),
+                "CPUExecutionProvider"]
+    raise VdmError(f"unknown provider {provider!r}; use cpu, cuda or tensorrt")
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto", provider: str | None = None,
+                 cuda_graph: bool = False, threads: int | None = None):
+        ort = import_onnxruntime()
+        self.bundle = bundle
+        self.device = device
+        self.model_config = bundle.model_config
+        self.diffusion_config = bundle.diffusion_config
+        if precision not in ("auto", "fp32", "fp16"):
+            raise VdmError(f"the onnxruntime backend runs fp32 or fp16 bundles, not {precision}; "
+                           "use --precision fp32, fp16 or auto")
+        self.precision = bundle.pick_precision(precision, device.type)
+        self.network = bundle.network(self.precision)
+        self.cuda_graph = cuda_graph
+        if cuda_graph and not self.network["shapes"]["static"]:
+            raise VdmError("--cuda-graph needs a bundle with static shapes: re-export with `vdm-export --static`")
+        path = bundle.file(self.precision)
+        providers = providers_for(ort, device, provider, bundle, self.precision, cuda_graph)
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(ort, threads), providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise VdmError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+        self.provider = self.session.get_providers()[0]
+        names = [i.name for i in self.session.get_inputs()]
+        expected = [i["name"] for i in self.network["inputs"]]
+        if names != expected:
+            raise VdmError(f"{path.name} has inputs {names}, its manifest says {expected}; re-export the bundle")
+        self.binding = self.session.io_binding()
+        self.static_buffers: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def load(cls, path: Path, device: str | None = None, **options) -> "OnnxRuntimeBackend":
+        return cls(read_bundle(path), resolve_device(device), **options)
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.provider} ({self.precision}, {self.device})"
+
+    def check_shape(self, batch: int, frames: int, height: int, width: int) -> None:
+        check_bundle_shape(self.network, self.model_config, batch, frames, height, width)
+
+    def bind(self, name: str, tensor: torch.Tensor) -> None:
+        device = self.device
+        self.binding.bind_input(name, device.type, device.index or 0, NUMPY_DTYPES[str(tensor.dtype)[6:]],
+                                tuple(tensor.shape), tensor.data_ptr())
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        feed = {"x": x.float().contiguous(), "t": t.long().contiguous()}
+        if self.model_config.conditional:
+            feed["y"] = (y if y is not None else torch.full_like(t, self.model_config.num_classes)).long().contiguous()
+        if self.cuda_graph:
+            # A CUDA graph replays fixed addresses: copy into persistent buffers, bind them once.
+            if not self.static_buffers:
+                self.static_buffers = {k: v.clone() for k, v in feed.items()}
+                self.static_buffers["out"] = torch.empty_like(feed["x"])
+                for k, v in feed.items():
+                    self.bind(k, self.static_buffers[k])
+                self._bind_output(self.static_buffers["out"])
+            for k, v in feed.items():
+                self.static_buffers[k].copy_(v)
+            self.session.run_with_iobinding(self.binding)
+            return self.static_buffers["out"].clone()
+        out = torch.empty_like(feed["x"])
+        for k, v in feed.items():
+            self.bind(k, v)
+        self._bind_output(out)
+        self.session.run_with_iobinding(self.binding)
+        return out
+
+    def _bind_output(self, out: torch.Tensor) -> None:
+        self.binding.bind_output("out", self.device.type, self.device.index or 0, np.float32,
+                                 tuple(out.shape), out.data_ptr())

@@ -1,0 +1,233 @@
+"""Specification of vdm.diffusion: schedules against their closed forms, the forward process, the
+training targets, and the sampler updates (DDIM, DDPM, respacing)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vdm.config import DiffusionConfig
+from vdm.diffusion import (Schedule, abar_before, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather,
+                           linear_betas, q_sample, sampling_timesteps, split_prediction, training_loss, v_target)
+
+
+def randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def schedule(kind: str = "cosine", prediction: str = "epsilon", steps: int = 1000) -> Schedule:
+    return Schedule.from_config(DiffusionConfig(num_timesteps=steps, schedule=kind, prediction=prediction))
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_alphas_cumprod_is_the_cumulative_product_of_one_minus_beta(kind):
+    s = schedule(kind)
+    assert s.betas.dtype == s.alphas_cumprod.dtype == np.float64
+    np.testing.assert_allclose(s.alphas_cumprod, np.cumprod(1 - s.betas), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind, steps", [("cosine", 2), ("cosine", 10), ("cosine", 1000), ("cosine", 4000),
+                                         ("linear", 50), ("linear", 1000), ("linear", 4000)])
+def test_betas_lie_strictly_between_zero_and_one(kind, steps):
+    betas = schedule(kind, steps=steps).betas
+    assert betas.shape == (steps,)
+    assert (betas > 0).all() and (betas < 1).all()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: linear_betas scales beta_end = 0.02 * 1000 / T, which reaches 1 at "
+                                       "T = 20 (alpha_bar hits 0, then goes negative); DiffusionConfig allows T >= 2")
+@pytest.mark.parametrize("steps", [2, 10, 20])
+def test_linear_betas_stay_below_one_for_short_schedules(steps):
+    betas = schedule("linear", steps=steps).betas
+    assert (betas < 1).all()
+
+
+@pytest.mark.parametrize("steps", [50, 1000, 4000])
+def test_linear_betas_span_ddpm_range_scaled_to_1000_steps(steps):
+    betas = linear_betas(steps)
+    scale = 1000 / steps
+    assert betas[0] == pytest.approx(scale * 1e-4) and betas[-1] == pytest.approx(scale * 0.02)
+    np.testing.assert_allclose(np.diff(betas), np.full(steps - 1, (betas[-1] - betas[0]) / (steps - 1)))
+
+
+def test_cosine_alphas_cumprod_follows_the_cos_squared_ratio_where_unclipped():
+    steps, s, max_beta = 1000, 0.008, 0.999
+    betas = cosine_betas(steps, s=s, max_beta=max_beta)
+    alphas_cumprod = np.cumprod(1 - betas)
+    f = lambda t: math.cos((t / steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    unclipped = np.flatnonzero(np.cumprod(betas < max_beta))  # every step before the first clipped beta
+    assert len(unclipped) > 990  # clipping only touches the very end
+    expected = np.array([f(i + 1) / f(0) for i in unclipped])
+    np.testing.assert_allclose(alphas_cumprod[unclipped], expected, rtol=0, atol=1e-6)
+
+
+def test_cosine_betas_are_clipped_at_max_beta():
+    assert cosine_betas(1000).max() == 0.999
+
+
+def test_gather_broadcasts_per_example_values_as_float32():
+    values = np.array([0.5, 0.25, 0.125])
+    out = gather(values, torch.tensor([2, 0]), ndim=5)
+    assert out.shape == (2, 1, 1, 1, 1) and out.dtype == torch.float32
+    assert out.flatten().tolist() == [0.125, 0.5]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward process and training targets
+
+
+def test_q_sample_with_fixed_noise_is_the_closed_form():
+    s = schedule()
+    x0, noise, t = randn(2, 3, 2, 4, 4, seed=1), randn(2, 3, 2, 4, 4, seed=2), torch.tensor([0, 700])
+    x_t = q_sample(x0, t, noise, s.alphas_cumprod)
+    for i in range(2):
+        abar = float(s.alphas_cumprod[t[i]])
+        expected = math.sqrt(abar) * x0[i] + math.sqrt(1 - abar) * noise[i]
+        # q_sample gathers alpha_bar as float32, so 1 - alpha_bar near t=0 keeps ~4 significant digits.
+        torch.testing.assert_close(x_t[i], expected, rtol=0, atol=1e-5)
+
+
+def test_q_sample_has_the_forward_process_mean_and_variance():
+    s = schedule()
+    t, n = 300, 200_000
+    abar = float(s.alphas_cumprod[t])
+    x0 = torch.full((n, 1), 0.8)
+    x_t = q_sample(x0, torch.full((n,), t), randn(n, 1, seed=3), s.alphas_cumprod)
+    # 200k samples: the standard error of the mean is ~0.002, of the variance ~0.003.
+    assert x_t.mean().item() == pytest.approx(math.sqrt(abar) * 0.8, abs=0.01)
+    assert x_t.var().item() == pytest.approx(1 - abar, abs=0.01)
+
+
+def test_epsilon_loss_is_the_mean_squared_error_to_the_noise():
+    s = schedule(prediction="epsilon")
+    x0, noise, out = randn(2, 3, 2, 4, 4, seed=1), randn(2, 3, 2, 4, 4, seed=2), randn(2, 3, 2, 4, 4, seed=3)
+    t = torch.tensor([5, 500])
+    assert training_loss(noise, x0, noise, t, s).item() == 0.0
+    torch.testing.assert_close(training_loss(out, x0, noise, t, s), ((out - noise) ** 2).mean())
+
+
+def test_v_loss_targets_sqrt_abar_eps_minus_sqrt_one_minus_abar_x0():
+    s = schedule(prediction="v")
+    x0, noise, t = randn(2, 3, 2, 4, 4, seed=1), randn(2, 3, 2, 4, 4, seed=2), torch.tensor([5, 500])
+    abar = torch.tensor([s.alphas_cumprod[5], s.alphas_cumprod[500]], dtype=torch.float32).reshape(2, 1, 1, 1, 1)
+    v = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    torch.testing.assert_close(v_target(x0, noise, abar), v, rtol=0, atol=0)
+    assert training_loss(v, x0, noise, t, s).item() == pytest.approx(0.0, abs=1e-12)
+    assert training_loss(noise, x0, noise, t, s).item() > 0.01  # the epsilon target is not the v target
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+@pytest.mark.parametrize("t", [0, 400, 999])
+def test_split_prediction_of_the_true_target_recovers_x0_and_eps(prediction, t):
+    s = schedule(prediction=prediction)
+    x0, eps = randn(1, 3, 2, 4, 4, seed=1).clamp(-1, 1), randn(1, 3, 2, 4, 4, seed=2)
+    abar = float(s.alphas_cumprod[t])
+    x_t = q_sample(x0, torch.tensor([t]), eps, s.alphas_cumprod)
+    target = eps if prediction == "epsilon" else v_target(x0, eps, torch.tensor(abar, dtype=torch.float32))
+    x0_hat, eps_hat = split_prediction(target, x_t, abar, prediction, clip=False)
+    # float32 round trip: dividing by sqrt(abar) (t=999: ~5e-5) or sqrt(1-abar) (t=0: ~3e-3) amplifies rounding.
+    scale = 1 / min(math.sqrt(abar), math.sqrt(1 - abar))
+    torch.testing.assert_close(x0_hat, x0, rtol=0, atol=2e-7 * scale)
+    torch.testing.assert_close(eps_hat, eps, rtol=0, atol=2e-7 * scale)
+
+
+def test_split_prediction_clips_x0_and_keeps_eps_consistent():
+    x_t, out, abar = randn(1, 3, 2, 4, 4, seed=1) * 3, randn(1, 3, 2, 4, 4, seed=2), 0.6
+    x0, eps = split_prediction(out, x_t, abar, "epsilon", clip=True)
+    assert x0.min() >= -1 and x0.max() <= 1
+    torch.testing.assert_close(math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps, x_t)
+
+
+def test_split_prediction_refuses_an_unknown_prediction():
+    with pytest.raises(ValueError, match="unknown prediction"):
+        split_prediction(torch.zeros(1), torch.zeros(1), 0.5, "x0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampler updates
+
+
+@pytest.fixture
+def consistent_step():
+    """(x_t, x0, eps, abar_t, abar_prev): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps exactly as DDIM sees it."""
+    s = schedule()
+    abar_t, abar_prev = float(s.alphas_cumprod[600]), float(s.alphas_cumprod[550])
+    x0, x_t = randn(2, 3, 2, 4, 4, seed=1).clamp(-1, 1), randn(2, 3, 2, 4, 4, seed=2)
+    eps = (x_t - math.sqrt(abar_t) * x0) / math.sqrt(1 - abar_t)
+    return x_t, x0, eps, abar_t, abar_prev
+
+
+def test_ddim_sigma_at_eta_one_is_the_ddpm_posterior_std(consistent_step):
+    _, _, _, abar_t, abar_prev = consistent_step
+    beta = 1 - abar_t / abar_prev
+    posterior_variance = beta * (1 - abar_prev) / (1 - abar_t)
+    assert ddim_sigma(abar_t, abar_prev, 1.0) == pytest.approx(math.sqrt(posterior_variance), rel=1e-12)
+    assert ddim_sigma(abar_t, abar_prev, 0.0) == 0.0
+
+
+def test_ddim_at_eta_one_equals_ddpm_given_the_same_noise(consistent_step):
+    x_t, x0, eps, abar_t, abar_prev = consistent_step
+    z = randn(*x_t.shape, seed=9)
+    ddim = ddim_step(x0, eps, abar_prev, ddim_sigma(abar_t, abar_prev, 1.0), z)
+    ddpm = ddpm_step(x_t, x0, abar_t, abar_prev, z)
+    torch.testing.assert_close(ddim, ddpm, rtol=0, atol=1e-5)
+
+
+def test_ddim_at_eta_one_has_the_ddpm_mean_without_noise(consistent_step):
+    x_t, x0, eps, abar_t, abar_prev = consistent_step
+    ddim_mean = ddim_step(x0, eps, abar_prev, ddim_sigma(abar_t, abar_prev, 1.0), None)
+    ddpm_mean = ddpm_step(x_t, x0, abar_t, abar_prev, None)
+    torch.testing.assert_close(ddim_mean, ddpm_mean, rtol=0, atol=1e-5)
+
+
+def test_deterministic_ddim_step_renoises_x0_with_the_same_eps(consistent_step):
+    _, x0, eps, _, abar_prev = consistent_step
+    expected = math.sqrt(abar_prev) * x0 + math.sqrt(1 - abar_prev) * eps
+    torch.testing.assert_close(ddim_step(x0, eps, abar_prev, 0.0, None), expected, rtol=0, atol=1e-6)
+
+
+def test_ddpm_last_step_returns_x0_exactly(consistent_step):
+    x_t, x0, _, abar_t, _ = consistent_step
+    out = ddpm_step(x_t, x0, abar_t, 1.0, randn(*x_t.shape, seed=9))
+    assert torch.equal(out, x0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Respacing
+
+
+@pytest.mark.parametrize("num_steps", [2, 20, 50, 100, 1000])
+def test_sampling_timesteps_visit_num_steps_distinct_steps_from_t_minus_one_down_to_zero(num_steps):
+    ts = sampling_timesteps(1000, num_steps)
+    assert len(ts) == num_steps
+    assert ts[0] == 999 and ts[-1] == 0
+    assert all(a > b for a, b in zip(ts, ts[1:]))
+
+
+def test_sampling_timesteps_with_every_step_is_plain_ddpm():
+    assert sampling_timesteps(1000, 1000) == list(range(999, -1, -1))
+
+
+@pytest.mark.xfail(strict=True, reason="bug: np.linspace(0, T-1, 1) is [0], so a 1-step sampler starts from "
+                                       "t=0 and returns the clamped initial noise")
+def test_a_single_sampling_step_starts_from_the_noisiest_timestep():
+    assert sampling_timesteps(1000, 1) == [999]
+
+
+@pytest.mark.parametrize("num_steps", [0, -5, 1001])
+def test_sampling_timesteps_refuses_step_counts_outside_one_to_t(num_steps):
+    with pytest.raises(ValueError, match="num_steps must be in 1..1000"):
+        sampling_timesteps(1000, num_steps)
+
+
+def test_abar_before_the_last_step_is_clean_data():
+    s = schedule()
+    ts = sampling_timesteps(1000, 3)  # [999, 500, 0]
+    assert abar_before(s.alphas_cumprod, ts, 0) == s.alphas_cumprod[500]
+    assert abar_before(s.alphas_cumprod, ts, 2) == 1.0
