@@ -23,7 +23,7 @@ from vdm.checkpoint import file_sha256, load_model
 from vdm.config import check_video_shape, to_dict
 from vdm.errors import VdmError
 from vdm.export.onnx_export import Exporter, ExportShapes, export_onnx
-from vdm.export.parity import measure_parity, parity_cases
+from vdm.export.parity import TOLERANCE, measure_parity, parity_cases
 from vdm.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST_NAME, read_bundle
 
 
@@ -105,7 +105,7 @@ def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=p
         check_onnx(onnx_path)
         log("onnx.checker: ok (full check)")
         cases = parity_cases(model, shapes.batch, shapes.frames, shapes.height, shapes.width)
-        parity = measure_parity(model, ort_runner(onnx_path), cases, options.precision)
+        parity = measure_parity(model, ort_runner(onnx_path), cases, TOLERANCE[options.precision])
         log(f"parity vs torch fp32 ({parity['cases']} inputs, t={parity['timesteps']}): max abs "
             f"{parity['max_abs_error']:.3g}, rel {parity['rel_error']:.3g} (tolerance "
             f"{parity['tolerance_rel_error']:g}), PSNR {parity['psnr_db']:.1f} dB")

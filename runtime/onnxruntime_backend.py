@@ -52,28 +52,28 @@ def providers_for(ort, device: torch.device, provider: str | None, bundle: Bundl
         return ["CPUExecutionProvider"]
     if device.type != "cuda":
         raise VdmError(f"--provider {provider} needs --device cuda")
+    needed = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}.get(provider)
+    if needed is None:
+        raise VdmError(f"unknown provider {provider!r}; use cpu, cuda or tensorrt")
+    if needed not in available:
+        install = ("pip uninstall onnxruntime && pip install onnxruntime-gpu" if provider == "cuda" else
+                   "onnxruntime-gpu with TensorRT's libraries on the library path")
+        raise VdmError(f"--provider {provider} needs {needed}, and this onnxruntime has only "
+                       f"{', '.join(available)}: {install}")
     cuda_options = {"device_id": device.index or 0,
                     "user_compute_stream": str(torch.cuda.current_stream(device).cuda_stream)}
     if cuda_graph:
         cuda_options["enable_cuda_graph"] = "1"
     if provider == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise VdmError("--device cuda needs onnxruntime-gpu (this onnxruntime has "
-                           f"{', '.join(available)}): pip uninstall onnxruntime && pip install onnxruntime-gpu")
         return [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
-    if provider == "tensorrt":
-        if "TensorrtExecutionProvider" not in available:
-            raise VdmError("--provider tensorrt needs onnxruntime-gpu built with TensorRT and TensorRT's "
-                           "libraries on the library path")
-        cache = bundle.root / "trt_cache"
-        cache.mkdir(exist_ok=True)
-        trt_options = {"device_id": device.index or 0, "trt_engine_cache_enable": True,
-                       "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
-                       "trt_fp16_enable": precision == "fp16",
-                       "user_compute_stream": cuda_options["user_compute_stream"]}
-        return [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", cuda_options),
-                "CPUExecutionProvider"]
-    raise VdmError(f"unknown provider {provider!r}; use cpu, cuda or tensorrt")
+    cache = bundle.root / "trt_cache"
+    cache.mkdir(exist_ok=True)
+    trt_options = {"device_id": device.index or 0, "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+                   "trt_fp16_enable": precision == "fp16",
+                   "user_compute_stream": cuda_options["user_compute_stream"]}
+    return [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", cuda_options),
+            "CPUExecutionProvider"]
 
 
 class OnnxRuntimeBackend(Backend):

@@ -7,8 +7,8 @@ are generic and the behaviour is part of the contract:
     tiny_model_config            a fresh ModelConfig: 2 levels (8, 16 channels), attention at level 1,
                                  clips of 4 frames x 8 x 8, unconditional
     tiny_diffusion_config        a fresh DiffusionConfig: 1000 cosine timesteps, epsilon prediction
-    make_tiny_unet               factory: (model_config, seed=0, perturb=True) -> Unet3D in eval mode
-    save_tiny_checkpoint         factory: (path, model_config=None, diffusion_config=None, seed=0,
+    make_tiny_unet               (session) factory: (model_config, seed=0, perturb=True) -> Unet3D in eval mode
+    save_tiny_checkpoint         (session) factory: (path, model_config=None, diffusion_config=None, seed=0,
                                  perturb=True) -> path, a checkpoint written by vdm.checkpoint
     tiny_checkpoint              path to an unconditional tiny checkpoint (.safetensors) in tmp_path
     tiny_conditional_checkpoint  the same with num_classes=3 (labels 0..2, null class 3)
@@ -73,13 +73,13 @@ def tiny_diffusion_config() -> DiffusionConfig:
     return DiffusionConfig()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_tiny_unet():
     """Factory: make_tiny_unet(model_config, seed=0, perturb=True) -> a seeded Unet3D in eval mode."""
     return _make_tiny_unet
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def save_tiny_checkpoint():
     """Factory: save_tiny_checkpoint(path, model_config=None, diffusion_config=None, seed=0, perturb=True) -> path.
 
@@ -107,3 +107,30 @@ def tiny_checkpoint(tmp_path, save_tiny_checkpoint) -> Path:
 def tiny_conditional_checkpoint(tmp_path, save_tiny_checkpoint) -> Path:
     """Path to a perturbed tiny checkpoint with num_classes=3 (labels 0..2; 3 is the null class)."""
     return save_tiny_checkpoint(tmp_path / "tiny_conditional.safetensors", _tiny_model_config(num_classes=3))
+
+
+def quiet(*_):
+    """A log function that drops the export's progress lines."""
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_checkpoint(tmp_path_factory) -> Path:
+    """A perturbed tiny unconditional checkpoint (step 7), shared by the whole session: do not modify."""
+    path = tmp_path_factory.mktemp("bundle-ckpt") / "tiny.safetensors"
+    cfg = _tiny_model_config()
+    save_checkpoint(path, _make_tiny_unet(cfg).state_dict(), cfg, DiffusionConfig(), step=7)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_bundle_checkpoint) -> Path:
+    """A bundle with fp32 and fp16 networks (default dynamo exporter, sample batch 2), exported once per session.
+
+    Shared by the export, runtime and backend tests: copy it before modifying anything inside.
+    """
+    from vdm.export.pipeline import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(tiny_bundle_checkpoint, out, ExportOptions(precision="fp32", batch=2), log=quiet)
+    export_bundle(tiny_bundle_checkpoint, out, ExportOptions(precision="fp16", batch=2), log=quiet)
+    return out

@@ -1,0 +1,169 @@
+"""vdm-export: checkpoint -> bundle (ONNX fp32/fp16, manifest, checker, parity), and its failure modes."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import _tiny_model_config, quiet
+
+from vdm.checkpoint import file_sha256
+from vdm.errors import VdmError
+from vdm.export import pipeline
+from vdm.export.cli import main as export_main
+from vdm.export.pipeline import ExportOptions, ParityError, export_bundle
+from vdm.runtime.bundle import read_bundle
+
+
+def test_bundle_lists_both_precisions_with_their_files(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "vdm.json").read_text())
+    assert set(manifest["networks"]) == {"fp32", "fp16"}
+    assert (tiny_bundle / "unet.onnx").is_file() and (tiny_bundle / "unet.fp16.onnx").is_file()
+
+
+def test_manifest_records_source_configs_and_versions(tiny_bundle, tiny_bundle_checkpoint):
+    manifest = json.loads((tiny_bundle / "vdm.json").read_text())
+    assert manifest["source"] == {"checkpoint": tiny_bundle_checkpoint.name,
+                                  "sha256": file_sha256(tiny_bundle_checkpoint), "step": 7}
+    assert manifest["model_config"]["base_channels"] == 8
+    assert manifest["diffusion_config"]["prediction"] == "epsilon"
+    versions = manifest["networks"]["fp32"]["versions"]
+    assert versions["torch"] == torch.__version__ and versions["onnx"] == onnx.__version__
+
+
+def test_manifest_declares_dynamic_batch_and_frames(tiny_bundle):
+    net = read_bundle(tiny_bundle).network("fp32")
+    assert net["inputs"][0] == {"name": "x", "dtype": "float32", "shape": ["batch", 3, "frames", 8, 8]}
+    assert net["shapes"]["batch"] == {"min": 1, "opt": 2, "max": 64}
+    graph_input = onnx.load(str(tiny_bundle / "unet.onnx")).graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert dims[1:] == [3, dims[2], 8, 8] and isinstance(dims[0], str) and isinstance(dims[2], str)
+
+
+@pytest.mark.parametrize("precision, min_psnr", [("fp32", 100.0), ("fp16", 50.0)])
+def test_parity_is_measured_and_within_tolerance(tiny_bundle, precision, min_psnr):
+    parity = read_bundle(tiny_bundle).network(precision)["parity"]
+    assert parity["passed"] and parity["cases"] == 3
+    assert parity["rel_error"] <= parity["tolerance_rel_error"]
+    assert parity["psnr_db"] >= min_psnr
+
+
+def test_fp16_network_has_float16_weights_and_float32_io(tiny_bundle):
+    model = onnx.load(str(tiny_bundle / "unet.fp16.onnx"))
+    weight_types = {init.data_type for init in model.graph.initializer if len(init.dims) == 5}
+    assert weight_types == {onnx.TensorProto.FLOAT16}  # every Conv3d kernel
+    io_types = {v.type.tensor_type.elem_type for v in [model.graph.input[0], model.graph.output[0]]}
+    assert io_types == {onnx.TensorProto.FLOAT}
+
+
+def test_fp16_keeps_normalization_and_softmax_in_float32(tiny_bundle):
+    model = onnx.load(str(tiny_bundle / "unet.fp16.onnx"))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    fragile = [n for n in model.graph.node if n.op_type in ("Softmax", "InstanceNormalization", "GroupNormalization")]
+    assert fragile, "expected normalization and softmax nodes"
+    for node in fragile:
+        assert types.get(node.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT, node.name
+
+
+def test_exported_network_takes_other_batch_and_frames(tiny_bundle):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tiny_bundle / "unet.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 3, 6, 8, 8)).astype(np.float32)
+    out = session.run(None, {"x": x, "t": np.array([1, 2, 3], dtype=np.int64)})[0]
+    assert out.shape == x.shape
+
+
+def test_static_export_fixes_every_shape(tmp_path, tiny_bundle_checkpoint):
+    export_bundle(tiny_bundle_checkpoint, tmp_path / "b", ExportOptions(static=True, batch=2, frames=4,
+                                                             exporter="torchscript"), log=quiet)
+    net = read_bundle(tmp_path / "b").network("fp32")
+    assert net["inputs"][0]["shape"] == [2, 3, 4, 8, 8]
+    assert net["shapes"]["batch"] == {"min": 2, "opt": 2, "max": 2}
+
+
+def test_conditional_model_exports_a_class_input(tmp_path, save_tiny_checkpoint):
+    ckpt = save_tiny_checkpoint(tmp_path / "c.safetensors", _tiny_model_config(num_classes=3))
+    export_bundle(ckpt, tmp_path / "b", ExportOptions(exporter="torchscript"), log=quiet)
+    net = read_bundle(tmp_path / "b").network("fp32")
+    assert [i["name"] for i in net["inputs"]] == ["x", "t", "y"]
+    assert net["parity"]["passed"]
+
+
+def test_external_data_bundle_stays_loadable_after_moving(tmp_path, tiny_bundle_checkpoint):
+    import onnxruntime as ort
+
+    options = ExportOptions(external_data=True, exporter="torchscript")
+    export_bundle(tiny_bundle_checkpoint, tmp_path / "b", options, log=quiet)
+    assert read_bundle(tmp_path / "b").network("fp32")["external_data"] == "unet.onnx.data"
+    moved = tmp_path / "elsewhere" / "bundle"
+    shutil.move(tmp_path / "b", moved)
+    onnx.checker.check_model(str(moved / "unet.onnx"), full_check=True)
+    session = ort.InferenceSession(str(moved / "unet.onnx"), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, 4, 8, 8), np.float32)
+    assert session.run(None, {"x": x, "t": np.array([5])})[0].shape == x.shape
+
+
+def test_parity_failure_exits_nonzero_and_keeps_the_previous_bundle(tmp_path, tiny_bundle_checkpoint,
+                                                                     monkeypatch):
+    out = tmp_path / "b"
+    export_bundle(tiny_bundle_checkpoint, out, ExportOptions(exporter="torchscript"), log=quiet)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setitem(pipeline.TOLERANCE, "fp32", 0.0)  # any error at all now fails
+    with pytest.raises(ParityError, match="outside the parity tolerance"):
+        export_bundle(tiny_bundle_checkpoint, out, ExportOptions(exporter="torchscript"), log=quiet)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_export_of_another_checkpoint_replaces_the_manifest(tmp_path, tiny_bundle_checkpoint, save_tiny_checkpoint):
+    out = tmp_path / "b"
+    export_bundle(tiny_bundle_checkpoint, out, ExportOptions(exporter="torchscript"), log=quiet)
+    other = save_tiny_checkpoint(tmp_path / "other.safetensors", seed=1)
+    manifest = export_bundle(other, out, ExportOptions(exporter="torchscript"), log=quiet)
+    assert manifest["source"]["sha256"] == file_sha256(other)
+    assert set(manifest["networks"]) == {"fp32"}
+
+
+def test_cli_exports_and_prints_parity(tmp_path, tiny_bundle_checkpoint):
+    result = CliRunner().invoke(export_main, [str(tiny_bundle_checkpoint), "--out", str(tmp_path / "b"),
+                                              "--exporter", "torchscript"])
+    assert result.exit_code == 0, result.output
+    assert "parity vs torch fp32" in result.output and "PSNR" in result.output
+    assert (tmp_path / "b" / "vdm.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "9"], "height=9 is not a multiple of 2"),
+    (["--min-shape", "1x4"], "only apply with --tensorrt"),
+    (["--batch", "100"], "--max-batch"),
+])
+def test_cli_bad_flags_exit_2_with_one_line(tmp_path, tiny_bundle_checkpoint, args, message):
+    result = CliRunner().invoke(export_main, [str(tiny_bundle_checkpoint), "--out", str(tmp_path / "b"), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "b" / "vdm.json").exists()
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_cli_missing_or_corrupt_checkpoint_exits_2(tmp_path, content):
+    path = tmp_path / "model.safetensors"
+    if content is not None:
+        path.write_bytes(content)
+    result = CliRunner().invoke(export_main, [str(path), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and result.output.startswith("error:") and str(path) in result.output
+
+
+def test_read_bundle_refuses_a_manifest_from_another_version(tmp_path, tiny_bundle):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "vdm.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "vdm.json").write_text(json.dumps(manifest))
+    with pytest.raises(VdmError, match="format 99"):
+        read_bundle(copy)

@@ -1,0 +1,279 @@
+"""Specification of training (vdm.train): what a run directory holds, exact resume, gradient
+accumulation, divergence handling, conditional training, and the `vdm-train` command line."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import vdm.train
+from vdm.checkpoint import load_model, load_torch
+from vdm.config import DiffusionConfig, ModelConfig, Preset, TrainConfig
+from vdm.errors import TrainingDiverged, VdmError
+from vdm.train import Trainer
+from vdm.video import read_video
+
+CPU = torch.device("cpu")
+
+# The tiny model of conftest.py (tiny_model_config), as a vdm-train config file.
+TINY_TOML = """\
+[model]
+base_channels = 8
+channel_multiples = [1, 2]
+num_res_blocks = 1
+attention_levels = [1]
+num_heads = 2
+num_groups = 4
+frames = 4
+size = 8
+
+[train]
+warmup_steps = 1
+sample_steps = 2
+num_samples = 1
+"""
+
+
+def tiny_model() -> ModelConfig:
+    return ModelConfig(**tomllib.loads(TINY_TOML)["model"])
+
+
+def test_the_tiny_toml_is_the_shared_tiny_model(tiny_model_config):
+    assert tiny_model() == tiny_model_config
+
+
+def tiny_preset(model_config: ModelConfig, **train) -> Preset:
+    """A preset that trains the given tiny model: batch 2, every step logged and checkpointed."""
+    options = dict(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, log_every=1, checkpoint_every=1,
+                   sample_every=0, sample_steps=2, num_samples=1)
+    return Preset(model=model_config, diffusion=DiffusionConfig(), train=TrainConfig(**{**options, **train}))
+
+
+def run(preset: Preset, out: Path, resume_at: int | None = None) -> Trainer:
+    """Train to preset.train.steps; with resume_at, first resume from `out` and check the step reached."""
+    trainer = Trainer(preset, out, CPU)
+    if resume_at is not None:
+        trainer.resume()
+        assert trainer.step == resume_at
+    trainer.run()
+    return trainer
+
+
+# ---------------------------------------------------------------------------------------------
+# A short run and what it leaves behind
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> Path:
+    """The run directory of a finished 2-step run of the tiny model (shared: the tests only read it)."""
+    out = tmp_path_factory.mktemp("short_run")
+    run(tiny_preset(tiny_model()), out)
+    return out
+
+
+def test_a_run_leaves_an_inference_checkpoint_of_its_last_step(short_run):
+    model, diffusion_config, metadata = load_model(short_run / "checkpoints" / "latest.safetensors")
+    assert metadata["step"] == "2"
+    assert diffusion_config == DiffusionConfig()
+    assert model.cfg.base_channels == 8
+
+
+def test_a_run_leaves_a_training_state_to_resume_from(short_run):
+    state = load_torch(short_run / "checkpoints" / "train_state.pt")
+    assert state["step"] == 2
+    assert {"model", "ema", "optimizer", "generator", "torch_rng", "config"} <= set(state)
+
+
+def test_a_run_logs_finite_losses_for_every_step(short_run):
+    lines = [json.loads(line) for line in (short_run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    assert all(math.isfinite(line["loss"]) and math.isfinite(line["grad_norm"]) for line in lines)
+
+
+def test_a_run_writes_its_configs(short_run):
+    configs = json.loads((short_run / "config.json").read_text())
+    assert set(configs) == {"model", "diffusion", "train"}
+    assert configs["train"]["steps"] == 2
+
+
+def test_a_run_writes_sample_videos_of_the_model_shape_at_the_end(short_run):
+    folder = short_run / "samples" / "step_000002"
+    assert read_video(folder / "sample_00.mp4").shape == (4, 8, 8, 3)  # (T, H, W, RGB)
+    assert len(read_video(folder / "grid.gif")) >= 1  # Pillow may merge identical frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact resume
+
+
+def all_tensors_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def straight_and_resumed(tmp_path_factory) -> tuple[Trainer, Trainer]:
+    """4 steps in one go, and 2 steps + a fresh Trainer resumed from disk at step 2 + 2 more steps."""
+    cfg = dataclasses.replace(tiny_model(), dropout=0.1)  # dropout draws from the saved torch RNG
+    straight = run(tiny_preset(cfg, steps=4), tmp_path_factory.mktemp("straight"))
+    out = tmp_path_factory.mktemp("resumed")
+    run(tiny_preset(cfg, steps=2), out)
+    resumed = run(tiny_preset(cfg, steps=4), out, resume_at=2)
+    return straight, resumed
+
+
+def test_a_resumed_run_continues_its_metrics_from_the_saved_step(straight_and_resumed):
+    _, resumed = straight_and_resumed
+    lines = (resumed.out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_a_resumed_run_has_bit_identical_raw_weights(straight_and_resumed):
+    straight, resumed = straight_and_resumed
+    assert resumed.step == straight.step == 4
+    assert all_tensors_equal(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def test_a_resumed_run_has_bit_identical_ema_weights(straight_and_resumed):
+    straight, resumed = straight_and_resumed
+    assert all_tensors_equal(straight.ema.state_dict(), resumed.ema.state_dict())
+
+
+def test_resume_with_a_different_model_config_is_refused(tmp_path, tiny_model_config):
+    run(tiny_preset(tiny_model_config, steps=1), tmp_path)
+    wider = Trainer(tiny_preset(dataclasses.replace(tiny_model_config, base_channels=16)), tmp_path, CPU)
+    with pytest.raises(VdmError, match="different model/diffusion config"):
+        wider.resume()
+
+
+def test_resume_without_a_training_state_is_refused(tmp_path, tiny_model_config):
+    with pytest.raises(VdmError, match="no training state"):
+        Trainer(tiny_preset(tiny_model_config), tmp_path, CPU).resume()
+
+
+# ---------------------------------------------------------------------------------------------
+# One step's variants
+
+
+def test_gradient_accumulation_takes_a_finite_step(tmp_path, tiny_model_config):
+    trainer = Trainer(tiny_preset(tiny_model_config, batch_size=4, grad_accum=2), tmp_path, CPU)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    loss, grad_norm = trainer.train_step()
+    assert math.isfinite(loss) and math.isfinite(grad_norm)
+    assert not all_tensors_equal(before, trainer.model.state_dict())
+
+
+def test_conditional_training_on_synthetic_data_runs_and_samples(tmp_path, tiny_model_config):
+    cfg = dataclasses.replace(tiny_model_config, num_classes=3)
+    run(tiny_preset(cfg, steps=1), tmp_path)
+    model, _, _ = load_model(tmp_path / "checkpoints" / "latest.safetensors")
+    assert model.cfg.num_classes == 3
+    assert (tmp_path / "samples" / "step_000001" / "sample_00.mp4").is_file()
+
+
+@pytest.fixture
+def nan_after_first_step(monkeypatch):
+    """training_loss is real for the first call, then NaN (still attached to the graph)."""
+    real = vdm.train.training_loss
+    calls = []
+
+    def loss(*args, **kwargs):
+        calls.append(1)
+        value = real(*args, **kwargs)
+        return value if len(calls) == 1 else value * float("nan")
+
+    monkeypatch.setattr(vdm.train, "training_loss", loss)
+
+
+def test_a_nan_loss_stops_training_with_training_diverged(tmp_path, tiny_model_config, nan_after_first_step):
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 1"):
+        run(tiny_preset(tiny_model_config, steps=3), tmp_path)
+
+
+def test_a_nan_loss_keeps_the_last_good_checkpoint_loadable(tmp_path, tiny_model_config, nan_after_first_step):
+    with pytest.raises(TrainingDiverged):
+        run(tiny_preset(tiny_model_config, steps=3), tmp_path)
+    model, _, metadata = load_model(tmp_path / "checkpoints" / "latest.safetensors")
+    assert metadata["step"] == "1"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# vdm-train
+
+
+@pytest.fixture
+def tiny_toml(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+def train_cli(*args: str):
+    return CliRunner().invoke(vdm.train.main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, exit_code: int = 2) -> str:
+    """The command exited with `exit_code` and said `error: ...` in one line, without a traceback."""
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit)  # not an uncaught exception
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_vdm_train_trains_a_tiny_config_and_writes_the_run_directory(tmp_path, tiny_toml):
+    out = tmp_path / "run"
+    result = train_cli("--config", tiny_toml, "--steps", 2, "--batch-size", 2, "--frames", 4, "--size", 8,
+                       "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "latest.safetensors").is_file()
+    assert (out / "checkpoints" / "train_state.pt").is_file()
+    assert (out / "samples" / "step_000002" / "grid.gif").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # log_every 10: only the last step
+
+
+def test_vdm_train_refuses_a_batch_that_does_not_split_into_micro_batches(tmp_path, tiny_toml):
+    result = train_cli("--config", tiny_toml, "--batch-size", 3, "--grad-accum", 2, "--out", tmp_path / "run")
+    assert "--batch-size 3 must be a multiple of --grad-accum 2" in assert_one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
+def test_vdm_train_refuses_a_missing_config_file(tmp_path):
+    result = train_cli("--config", tmp_path / "nowhere.toml", "--out", tmp_path / "run")
+    assert "does not exist" in assert_one_line_error(result)
+
+
+def test_vdm_train_refuses_a_config_with_an_unknown_field(tmp_path):
+    path = tmp_path / "odd.toml"
+    path.write_text("[model]\nwings = 2\n")
+    assert "wings" in assert_one_line_error(train_cli("--config", path, "--out", tmp_path / "run"))
+
+
+def test_vdm_train_refuses_a_size_the_model_cannot_take(tmp_path, tiny_toml):
+    result = train_cli("--config", tiny_toml, "--size", 7, "--out", tmp_path / "run")
+    assert "height=7" in assert_one_line_error(result)
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason=("bug: vdm.train.main computes batch_size % grad_accum unchecked: ZeroDivisionError "
+            "traceback"),
+)
+def test_vdm_train_refuses_zero_grad_accum(tmp_path, tiny_toml):
+    assert_one_line_error(train_cli("--config", tiny_toml, "--grad-accum", 0, "--out", tmp_path / "run"))
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason=("bug: TrainConfig has no validation; batch_size 0 reaches torch.stack([]) and fails with a "
+            "RuntimeError traceback"),
+)
+def test_vdm_train_refuses_zero_batch_size(tmp_path, tiny_toml):
+    assert_one_line_error(train_cli("--config", tiny_toml, "--batch-size", 0, "--out", tmp_path / "run"))
