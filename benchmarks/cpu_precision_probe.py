@@ -32,13 +32,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def median_seconds(fn, warmup: int = 2, runs: int = 9, budget_s: float = 20.0) -> float:
-    """Median wall time of fn() after `warmup` calls; fewer runs (at least 3) when one call is slow."""
-    for _ in range(warmup):
-        start = time.perf_counter()
-        fn()
+def median_seconds(fn, runs: int = 9, budget_s: float = 20.0) -> float:
+    """Median wall time of fn() after warm-up; fewer runs (at least 3) when one call is slow."""
+    start = time.perf_counter()
+    fn()  # warm-up: first-call allocations, kernel selection
     first = time.perf_counter() - start
-    runs = max(3, min(runs, int(budget_s / max(first, 1e-6))))
+    if first < 1.0:
+        fn()
+    runs = max(3, min(runs, int(budget_s / first)))
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -93,6 +94,14 @@ def openvino_runner(path: Path, x: np.ndarray, threads: int, hint: str):
     return (lambda: request.infer({"x": x}, share_inputs=True)[0].copy()), actual
 
 
+def onednn_bf16() -> str:
+    """Whether torch has oneDNN bf16 kernels on this CPU (without them bf16 convs take a slow reference path)."""
+    try:
+        return "yes" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    except (AttributeError, RuntimeError):  # a private op: absent from some builds
+        return "unknown"
+
+
 def versions() -> str:
     parts = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
     for name in ("onnxruntime", "openvino"):
@@ -114,7 +123,7 @@ def main(threads: int, channels: int, frames: int, size: int) -> None:
     print(f"cpu: {cpu_name()} ({os.cpu_count()} logical cores; load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())})")
     print("flags: " + "  ".join(f"{f}={'yes' if f in flags else 'no'}" for f in BF16_FLAGS))
-    print(f"cpu_has_fast_bf16(): {cpu_has_fast_bf16(flags)}")
+    print(f"vdm cpu_has_fast_bf16(): {cpu_has_fast_bf16(flags)}; torch oneDNN bf16 kernels: {onednn_bf16()}")
     try:
         import openvino as ov
 

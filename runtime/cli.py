@@ -93,7 +93,8 @@ def main(model, backend, device, precision, sampler, steps, eta, num_samples, fr
     load_s = time.perf_counter() - t0
     click.echo(f"backend: {generator.backend.describe()}, loaded in {load_s:.2f} s")
 
-    generator.video_shape(num_samples, frames, size, size)  # a bad shape fails before any work
+    # A bad request fails before any work or progress bar.
+    generator.check_request(num_samples, frames, size, size, steps, sampler, guidance, class_label)
     bar = tqdm(total=steps, desc="sampling", unit="step", dynamic_ncols=True)
     step_times: list[float] = []
     last = [time.perf_counter()]

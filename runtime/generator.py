@@ -31,23 +31,27 @@ class VideoGenerator:
     def model_config(self):
         return self.backend.model_config
 
-    def _labels(self, class_label: int | None, num_samples: int) -> torch.Tensor | None:
+    def check_request(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
+                      width: int | None = None, num_steps: int = 50, sampler: str = "ddim",
+                      guidance: float = 1.0, class_label: int | None = None) -> tuple[int, ...]:
+        """Check a generate() request before any work; returns the (N, C, T, H, W) shape to sample."""
         cfg = self.model_config
-        if class_label is None:
-            return None
-        if not cfg.conditional:
-            raise VdmError("this model is unconditional; it takes no class label")
-        if not 0 <= class_label < cfg.num_classes:
-            raise VdmError(f"class {class_label} out of range: this model has classes 0..{cfg.num_classes - 1}")
-        return torch.full((num_samples,), class_label, dtype=torch.long, device=self.device)
-
-    def video_shape(self, num_samples: int, num_frames: int | None, height: int | None,
-                    width: int | None) -> tuple[int, int, int, int, int]:
-        cfg = self.model_config
-        shape = (num_samples, cfg.in_channels, num_frames or cfg.frames, height or cfg.size, width or cfg.size)
+        total = self.backend.diffusion_config.num_timesteps
         if num_samples < 1:
             raise VdmError("num_samples must be at least 1")
-        self.backend.check_shape(num_samples, *shape[2:])
+        if not 1 <= num_steps <= total:
+            raise VdmError(f"steps must be in 1..{total} (the model's training timesteps), got {num_steps}")
+        if sampler not in ("ddpm", "ddim"):
+            raise VdmError(f"unknown sampler {sampler!r}; use ddpm or ddim")
+        if class_label is not None and not cfg.conditional:
+            raise VdmError("this model is unconditional; it takes no class label")
+        if class_label is not None and not 0 <= class_label < cfg.num_classes:
+            raise VdmError(f"class {class_label} out of range: this model has classes 0..{cfg.num_classes - 1}")
+        if guidance != 1.0 and class_label is None:
+            raise VdmError("guidance needs a class-conditional model and a class label (--class)")
+        shape = (num_samples, cfg.in_channels, num_frames or cfg.frames, height or cfg.size, width or cfg.size)
+        # Guidance runs the conditional and null-class halves as one batch of twice the size.
+        self.backend.check_shape(num_samples * (2 if guidance != 1.0 else 1), *shape[2:])
         return shape
 
     def generate(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
@@ -55,29 +59,20 @@ class VideoGenerator:
                  guidance: float = 1.0, class_label: int | None = None, eta: float = 0.0,
                  on_step=None) -> torch.Tensor:
         """(num_samples, C, T, H, W) videos in [-1, 1]; shapes left as None are the model's training shape."""
+        shape = self.check_request(num_samples, num_frames, height, width, num_steps, sampler, guidance,
+                                   class_label)
         options = SamplingOptions(sampler=sampler, num_steps=num_steps, eta=eta, guidance=guidance)
-        self._check_steps(num_steps, sampler)
-        shape = self.video_shape(num_samples, num_frames, height, width)
-        y = self._labels(class_label, num_samples)
-        if guidance != 1.0 and y is not None:
-            self.backend.check_shape(2 * num_samples, *shape[2:])
+        y = None if class_label is None else torch.full((num_samples,), class_label, dtype=torch.long,
+                                                         device=self.device)
         noise = initial_noise(shape, seed, self.device)
         return sample(self.backend, noise, options, y, step_generator(seed, self.device), on_step)
-
-    def _check_steps(self, num_steps: int, sampler: str) -> None:
-        total = self.backend.diffusion_config.num_timesteps
-        if not 1 <= num_steps <= total:
-            raise VdmError(f"steps must be in 1..{total} (the model's training timesteps), got {num_steps}")
-        if sampler not in ("ddpm", "ddim"):
-            raise VdmError(f"unknown sampler {sampler!r}; use ddpm or ddim")
 
     def invert(self, video: torch.Tensor, num_steps: int = 50) -> torch.Tensor:
         """DDIM inversion: clean videos (B, C, T, H, W) in [-1, 1] -> their x_T."""
         video = torch.as_tensor(video, dtype=torch.float32, device=self.device)
         if video.ndim == 4:
             video = video.unsqueeze(0)
-        self._check_steps(num_steps, "ddim")
-        self.backend.check_shape(*video.shape[:1], *video.shape[2:])
+        self.check_request(video.shape[0], *video.shape[2:], num_steps=num_steps)
         return ddim_invert(self.backend, video, num_steps)
 
     def interpolate(self, video1: torch.Tensor, video2: torch.Tensor, num_steps: int = 50,

@@ -179,11 +179,6 @@ def test_a_failure_while_serialising_leaves_the_previous_checkpoint_loadable(tin
     load_model(tiny_checkpoint)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=KeyError,
-    reason=("bug: read_checkpoint indexes metadata['model_config'] unchecked, so a file with the vdm "
-            "format tag but no configs raises a bare KeyError"),
-)
 def test_a_checkpoint_without_its_configs_is_a_vdm_error_naming_it(tmp_path):
     path = tmp_path / "no_configs.safetensors"
     save_file({"weight": torch.zeros(2)}, str(path), metadata={"format": "vdm.checkpoint", "format_version": "1"})

@@ -101,11 +101,6 @@ def test_vdm_run_refuses_steps_beyond_the_training_timesteps(tmp_path, tiny_chec
     assert "error: steps must be in 1..1000" in assert_user_error(result)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason=("bug: runtime/cli.py opens the tqdm bar before generate() checks --class and --steps, so "
-            "the error is printed after a dangling progress bar"),
-)
 @pytest.mark.parametrize("flags", [("--class", 0), ("--steps", 1001)], ids=["class", "steps"])
 def test_vdm_run_checks_class_and_steps_before_showing_progress(tmp_path, tiny_checkpoint, flags):
     result = vdm_run(tiny_checkpoint, *flags, "--out", tmp_path / "out", "--device", "cpu")

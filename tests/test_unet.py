@@ -209,11 +209,6 @@ def test_model_config_refuses_impossible_settings(overrides, message):
         ModelConfig(**{**base, **overrides})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("bug: ModelConfig.validate checks num_groups only for norm='group', but the output norm and "
-            "attention norms are GroupNorms for any norm"),
-)
 def test_batchnorm_config_refuses_widths_the_output_groupnorm_cannot_take():
     # base width 12 does not divide into 8 groups; Unet3D's norm_out = GroupNorm(8, 12) fails.
     with pytest.raises(VdmError, match="num_groups"):

@@ -54,6 +54,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
     if metadata.get("format_version") != FORMAT_VERSION:
         raise VdmError(f"{path} is vdm checkpoint format {metadata.get('format_version')}; "
                        f"this vdm reads format {FORMAT_VERSION}")
+    for key in ("model_config", "diffusion_config"):
+        if key not in metadata:
+            raise VdmError(f"{path}: vdm checkpoint without its {key}; it cannot rebuild the model")
     model_config = from_dict(ModelConfig, json.loads(metadata["model_config"]), str(path))
     diffusion_config = from_dict(DiffusionConfig, json.loads(metadata["diffusion_config"]), str(path))
     return tensors, model_config, diffusion_config, metadata

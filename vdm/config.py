@@ -68,7 +68,7 @@ class ModelConfig:
                 raise VdmError(f"attention level {level} does not exist (levels 0..{self.num_levels - 1})")
         for mult in self.channel_multiples:
             ch = self.base_channels * mult
-            if self.norm == "group" and ch % self.num_groups:
+            if ch % self.num_groups:  # attention and output norms are GroupNorms whatever `norm` is
                 raise VdmError(f"{ch} channels do not divide into num_groups={self.num_groups}")
             if ch % self.num_heads:
                 raise VdmError(f"{ch} channels do not divide into num_heads={self.num_heads}")
@@ -126,6 +126,17 @@ class TrainConfig:
     checkpoint_every: int = 250  # steps between checkpoints
     sample_steps: int = 50  # DDIM steps for the sample videos
     num_samples: int = 4  # videos in each sample grid
+
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "sample_steps",
+                     "num_samples"):
+            if getattr(self, name) < 1:
+                raise VdmError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sample_every < 0 or self.warmup_steps < 0:
+            raise VdmError("sample_every and warmup_steps must be >= 0")
+        if self.batch_size % self.grad_accum:
+            raise VdmError(f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from vdm.config import DiffusionConfig
 def linear_betas(num_timesteps: int) -> np.ndarray:
     """DDPM's linear schedule, scaled so any number of timesteps spans the same noise range."""
     scale = 1000 / num_timesteps
-    return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
+    return np.clip(np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64), None, 0.999)
 
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
@@ -101,6 +101,8 @@ def split_prediction(model_output: torch.Tensor, x_t: torch.Tensor, abar_t: floa
         x0 = a * x_t - b * model_output
     else:
         raise ValueError(f"unknown prediction {prediction!r}")
+    if prediction == "epsilon" and not clip:
+        return x0, model_output  # exact: no round trip through x0
     if clip:
         x0 = x0.clamp(-1, 1)
     eps = (x_t - a * x0) / b
@@ -144,7 +146,7 @@ def sampling_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
     """
     if not 1 <= num_steps <= num_timesteps:
         raise ValueError(f"num_steps must be in 1..{num_timesteps}, got {num_steps}")
-    ts = np.linspace(0, num_timesteps - 1, num_steps).round().astype(np.int64)
+    ts = np.linspace(num_timesteps - 1, 0, num_steps).round().astype(np.int64)
     return sorted(set(ts.tolist()), reverse=True)
 
 

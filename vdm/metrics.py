@@ -54,6 +54,7 @@ MOTION_TOL = 0.75  # motion: max distance (per axis) of a centre from the fitted
                    # alone moves a square's centre by up to 0.5 px
 CONTACT_TOL = 0.5  # motion: extra distance allowed where the shape touches another: one hidden row of
                    # pixels at its end moves the box centre by half a pixel
+MIN_FIT_FRAMES = 3  # motion: known centres needed to judge an axis
 SPEED_TOL = 0.15  # motion: relative slack on SPEED_RANGE (plus the fit's own uncertainty, see speed_range)
 
 # Reference colours: background first, then the palette. Labels are palette indices, or -1.
@@ -414,18 +415,23 @@ def axis_checks(tr: ShapeTrace, axis: int, extent: int, max_speed: float) -> tup
     """(T,) bool per frame on one axis, the fitted speed along it, and the time span of the fit.
 
     Known centres must lie within their tolerance of the path; other visible frames must have their
-    visible part inside the shape's box on the path; absent frames are not judged here.
+    visible part inside the shape's box on the path; absent frames are not judged here. Fewer than
+    MIN_FIT_FRAMES known centres judge nothing: two points fit some path, at a poorly known speed.
     """
     pos, tol, radius = axis_track(tr, axis)
     frames = np.flatnonzero(np.isfinite(tol))
     ok = np.ones(len(pos), bool)
-    if len(frames) < 2:
+    if len(frames) < MIN_FIT_FRAMES:
         return ok, math.nan, 0.0
     path = fit_bounce(pos[frames], frames.astype(float), tol[frames], radius, extent - radius, max_speed)
     centre = path.at(np.arange(len(pos), dtype=float))
     ok[frames] = np.abs(centre[frames] - pos[frames]) <= tol[frames]
     partial = tr.present & ~np.isfinite(tol)
-    slack = radius + MOTION_TOL + CONTACT_TOL + 1.0  # + half a pixel each for box edges and the radius
+    # The path is known to within the tolerance where it was fitted; beyond, the speed's uncertainty grows.
+    times = np.arange(len(pos))
+    beyond = np.maximum(np.maximum(frames[0] - times, times - frames[-1]), 0)
+    uncertainty = MOTION_TOL + CONTACT_TOL + beyond * 2 * (MOTION_TOL + CONTACT_TOL) / np.ptp(frames)
+    slack = radius + 1.0 + uncertainty  # + half a pixel each for box edges and the radius
     inside = (tr.boxes[:, axis] >= centre - slack) & (tr.boxes[:, axis + 2] <= centre + slack)
     ok[partial] = inside[partial]
     return ok, path.speed, float(np.ptp(frames))

@@ -242,8 +242,6 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
         lr=lr, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed))
     tc = settings.train
-    if tc.batch_size % tc.grad_accum:
-        raise VdmError(f"--batch-size {tc.batch_size} must be a multiple of --grad-accum {tc.grad_accum}")
     trainer = Trainer(settings, Path(out), resolve_device(device))
     if resume:
         trainer.resume()
