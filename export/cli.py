@@ -39,18 +39,18 @@ def main(checkpoint, out, fp16, opset, batch, frames, size, static, max_batch, m
         raise VdmError("--min-shape/--opt-shape/--max-shape only apply with --tensorrt")
     precision = "fp16" if fp16 else "fp32"
     if tensorrt:
-        from vdm.export.tensorrt_build import require_tensorrt
+        from vdm.export.tensorrt_build import EngineOptions, require_tensorrt
 
         require_tensorrt()  # fail before the (slow) ONNX export
+        engine_options = EngineOptions.from_cli(min_shape, opt_shape, max_shape, workspace_gb)
     options = ExportOptions(precision=precision, opset=opset, batch=batch, frames=frames, size=size,
                             static=static, max_batch=max_batch, max_frames=max_frames, exporter=exporter,
                             external_data=external_data)
     manifest = export_bundle(Path(checkpoint), Path(out), options, log=click.echo)
     if tensorrt:
-        from vdm.export.tensorrt_build import EngineOptions, build_engine_for_bundle
+        from vdm.export.tensorrt_build import build_engine_for_bundle
 
-        build_engine_for_bundle(Path(out), precision, EngineOptions.from_cli(min_shape, opt_shape, max_shape,
-                                                                             workspace_gb), log=click.echo)
+        build_engine_for_bundle(Path(out), precision, engine_options, log=click.echo)
     click.echo(f"bundle: {out} ({', '.join(manifest['networks'])})")
 
 

@@ -86,6 +86,9 @@ def parse_shape(flag: str, text: str | None) -> Shape2 | None:
     return int(match[1]), int(match[2])
 
 
+DEFAULT_MAX_BATCH = 8  # 4 videos with guidance
+
+
 def profile_shapes(network_entry: dict, model_config: ModelConfig, options: EngineOptions) -> Profile:
     """Full (min, opt, max) shapes of every input: x (B, C, T, H, W), t (B,), y (B,) when conditional.
 
@@ -116,8 +119,9 @@ def dynamic_corners(shapes: dict, options: EngineOptions, multiple: int) -> tupl
     opt = options.opt_shape or (batch["opt"], frames["opt"])
     # The smallest frames the UNet takes; the manifest's minimum may not be a multiple of its levels.
     lo = options.min_shape or (batch["min"], -(-frames["min"] // multiple) * multiple)
-    # Guidance runs [conditional; null-class] as one batch of 2B: cover it by default.
-    hi = options.max_shape or (min(2 * opt[0], batch["max"]), opt[1])
+    # Guidance runs [conditional; null-class] as one batch of 2B, and vdm-run makes 4 videos by
+    # default: cover both unless told otherwise (a wider profile builds slower, so not the manifest's max).
+    hi = options.max_shape or (min(max(2 * opt[0], DEFAULT_MAX_BATCH), batch["max"]), opt[1])
     return lo, opt, hi
 
 

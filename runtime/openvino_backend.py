@@ -25,7 +25,7 @@ import torch
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend, resolve_device
 from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
-from vdm.runtime.precision import cpu_flags, cpu_has_fast_bf16, resolve_precision
+from vdm.runtime.precision import cpu_has_fast_bf16, resolve_precision
 
 CACHE_NAME = "openvino_cache"  # the compiled-model cache, inside the bundle
 OV_ELEMENT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # vdm precision -> OpenVINO element type
@@ -55,7 +55,8 @@ def choose_precision(precision: str, capabilities: set[str], flags: set[str] | N
     if precision == "fp16":
         if CAPABILITY["fp16"] not in capabilities:
             raise VdmError("OpenVINO cannot compute fp16 on this CPU (its capabilities are "
-                           f"{', '.join(sorted(capabilities))}; f16 needs AMX-FP16); use --precision fp32 or auto")
+                           f"{', '.join(sorted(capabilities))}; f16 needs native fp16 units such as AMX-FP16); "
+                           "use --precision fp32 or auto")
         return "fp16", "fp16 requested"
     resolved = resolve_precision(precision, torch.device("cpu"), flags)  # VdmError on an unknown name
     if precision == "auto":
@@ -108,8 +109,9 @@ class OpenVINOBackend(Backend):
         self.compiled = self._compile(core, bundle.file("fp32"), threads)
         self.precision = compiled_precision(self.compiled)
         if self.precision != self.requested_precision:  # OpenVINO ignored the hint (see the module docstring)
-            self.reason = (f"{self.requested_precision} requested, but OpenVINO lists no "
-                           f"{CAPABILITY[self.requested_precision]} on this CPU, so it computes {self.precision}")
+            missing = CAPABILITY.get(self.requested_precision, self.requested_precision)
+            self.reason = (f"{self.requested_precision} requested, but OpenVINO lists no {missing} on this CPU, "
+                           f"so it computes {self.precision}")
         self.threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
         names = [i.get_names() for i in self.compiled.inputs]  # a port may carry several tensor names
         expected = [i["name"] for i in self.network["inputs"]]

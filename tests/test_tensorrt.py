@@ -98,7 +98,8 @@ def test_from_cli_refuses_a_non_positive_workspace():
 
 def test_dynamic_profile_defaults_cover_guidance_at_the_sample_shape():
     profile = profile_shapes(network_entry(), _tiny_model_config(), EngineOptions())
-    assert profile == {"x": ((1, 3, 1, 8, 8), (2, 3, 4, 8, 8), (4, 3, 4, 8, 8)), "t": ((1,), (2,), (4,))}
+    # max batch: 4 videos with guidance (8) by default, and at least 2x the optimum batch.
+    assert profile == {"x": ((1, 3, 1, 8, 8), (2, 3, 4, 8, 8), (8, 3, 4, 8, 8)), "t": ((1,), (2,), (8,))}
 
 
 def test_default_max_batch_is_twice_opt_but_capped_at_the_exported_limit():
@@ -120,14 +121,14 @@ def test_cli_overrides_set_full_input_shapes():
 
 
 def test_default_max_follows_an_overridden_opt():
-    profile = profile_shapes(network_entry(), _tiny_model_config(), EngineOptions(opt_shape=(3, 8)))
-    assert profile["x"][2] == (6, 3, 8, 8, 8)
+    profile = profile_shapes(network_entry(), _tiny_model_config(), EngineOptions(opt_shape=(5, 8)))
+    assert profile["x"][2] == (10, 3, 8, 8, 8)
 
 
 def test_conditional_profile_gives_y_the_batch_axis_of_t():
     cfg = _tiny_model_config(num_classes=3)
     profile = profile_shapes(network_entry(conditional=True), cfg, EngineOptions())
-    assert profile["y"] == profile["t"] == ((1,), (2,), (4,))
+    assert profile["y"] == profile["t"] == ((1,), (2,), (8,))
 
 
 def test_static_bundle_forces_min_opt_max_to_its_shape():
@@ -145,7 +146,7 @@ def test_static_bundle_refuses_another_shape():
 @pytest.mark.parametrize("options, message", [
     (EngineOptions(max_shape=(100, 4)), r"batch 1\.\.100 is outside the 1\.\.64.*--max-batch 100"),
     (EngineOptions(max_shape=(2, 256)), r"frames 1\.\.256 is outside the 1\.\.128.*--max-frames 256"),
-    (EngineOptions(min_shape=(4, 4)), r"batch: need min <= opt <= max, got 4, 2, 4"),
+    (EngineOptions(min_shape=(4, 4)), r"batch: need min <= opt <= max, got 4, 2, 8"),
     (EngineOptions(opt_shape=(2, 8), max_shape=(4, 4)), r"frames: need min <= opt <= max, got 1, 8, 4"),
 ])
 def test_profile_out_of_order_or_beyond_the_export_is_refused(options, message):

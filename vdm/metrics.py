@@ -377,6 +377,8 @@ def fit_bounce(pos: np.ndarray, times: np.ndarray, tol: np.ndarray, low: float, 
     Tries every path through two observations (over both ways each can unfold, and the number of
     reflections between them), keeps the one with most inliers, then refines it by least squares.
     """
+    if high - low < 1.0:  # the shape fills the frame along this axis: it cannot move
+        return BouncePath(0.0, 0.0, low, max(high, low))
     if len(pos) < 2:
         return BouncePath(float(_unfoldings(pos, low, high)[0, 0]), 0.0, low, high)
     starts, speeds = _candidate_paths(pos, times, low, high, max_speed)
@@ -423,6 +425,7 @@ def axis_checks(tr: ShapeTrace, axis: int, extent: int, max_speed: float) -> tup
     ok = np.ones(len(pos), bool)
     if len(frames) < MIN_FIT_FRAMES:
         return ok, math.nan, 0.0
+    radius = min(radius, extent / 2)
     path = fit_bounce(pos[frames], frames.astype(float), tol[frames], radius, extent - radius, max_speed)
     centre = path.at(np.arange(len(pos), dtype=float))
     ok[frames] = np.abs(centre[frames] - pos[frames]) <= tol[frames]
