@@ -17,7 +17,7 @@ from vdm.errors import VdmError
 from vdm.runtime.backend import Backend, resolve_device
 from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
 
-NUMPY_DTYPES = {"float32": np.float32, "int64": np.int64}
+NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64}  # what the bound buffers hold
 
 
 def import_onnxruntime():
@@ -120,7 +120,7 @@ class OnnxRuntimeBackend(Backend):
 
     def bind(self, name: str, tensor: torch.Tensor) -> None:
         device = self.device
-        self.binding.bind_input(name, device.type, device.index or 0, NUMPY_DTYPES[str(tensor.dtype)[6:]],
+        self.binding.bind_input(name, device.type, device.index or 0, NUMPY_DTYPES[tensor.dtype],
                                 tuple(tensor.shape), tensor.data_ptr())
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -49,6 +49,7 @@ SIZE_EDGE_TOL = 2.0  # ... plus this many px per sqrt(area): a moving edge gains
 AREA_TOL = 0.25  # shape: relative slack on the areas a square or disc of allowed radius can cover
 SQUARE_FILL_MIN = 0.9  # shape: fill (area / bounding-box area) of a square; a pixel square fills it exactly
 DISC_FILL_MIN = 0.5  # shape: lowest fill of a disc; pi/4 = 0.785 for large ones, 0.52 for radius 2 px
+CONTACT_FILL_MIN = 0.35  # shape: lowest fill of a shape partly hidden by a neighbour
 ASPECT_TOL = 1.0  # shape: max |box height - box width|; a pixelated disc can be one row off
 MOTION_TOL = 0.75  # motion: max distance (per axis) of a centre from the fitted bounce path; pixelation
                    # alone moves a square's centre by up to 0.5 px
@@ -286,15 +287,24 @@ def area_range(kind: str, scale: float) -> tuple[float, float]:
 
 
 def outline_checks(tr: ShapeTrace, scale: float) -> np.ndarray:
-    """(F,) bool over the clear frames: a solid square or disc of plausible area, about as tall as wide."""
-    areas, boxes = tr.areas[tr.clear], tr.boxes[tr.clear]
+    """(F,) bool over the frames where the shape shows whole or nearly so.
+
+    Clear frames: a solid square or disc of plausible area, about as tall as wide. Frames in contact
+    whose box is as large as the shape ever is (a neighbour may hide pixels but not a whole side):
+    a box no bigger than the largest allowed shape, still mostly filled.
+    """
+    boxes = tr.boxes
     heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    fill = areas / (heights * widths)
+    fill = tr.areas / (heights * widths)
     square_low, square_high = area_range("square", scale)
     disc_low, disc_high = area_range("disc", scale)
-    plausible = np.where(fill >= SQUARE_FILL_MIN, (areas >= square_low) & (areas <= square_high),
-                         (areas >= disc_low) & (areas <= disc_high) & (fill >= DISC_FILL_MIN))
-    return plausible & (np.abs(heights - widths) <= ASPECT_TOL)
+    solid = np.where(fill >= SQUARE_FILL_MIN, (tr.areas >= square_low) & (tr.areas <= square_high),
+                     (tr.areas >= disc_low) & (tr.areas <= disc_high) & (fill >= DISC_FILL_MIN))
+    square_box = np.abs(heights - widths) <= ASPECT_TOL
+    full = np.nanmax(np.stack([heights, widths])[:, tr.present], initial=0.0)
+    whole = tr.present & tr.contact & (np.minimum(heights, widths) >= full - 1)
+    boxed = (heights * widths <= square_high) & (fill >= CONTACT_FILL_MIN)
+    return np.where(tr.clear, solid & square_box, boxed & square_box)[tr.clear | whole]
 
 
 # ---------------------------------------------------------------------------------------------
