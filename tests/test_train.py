@@ -267,3 +267,21 @@ def test_vdm_train_refuses_zero_grad_accum(tmp_path, tiny_toml):
 
 def test_vdm_train_refuses_zero_batch_size(tmp_path, tiny_toml):
     assert_one_line_error(train_cli("--config", tiny_toml, "--batch-size", 0, "--out", tmp_path / "run"))
+
+
+def test_vdm_train_on_a_folder_of_real_videos_skips_the_corrupt_one(tmp_path, tiny_toml):
+    from vdm.data import SyntheticShapes
+    from vdm.video import write_mp4
+
+    videos = tmp_path / "videos" / "nested"
+    videos.mkdir(parents=True)
+    shapes = SyntheticShapes(frames=6, size=12)
+    for i in range(2):
+        write_mp4(videos / f"clip{i}.mp4", shapes.clip(i))
+    (videos / "broken.mp4").write_bytes(b"not a video at all")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        result = train_cli("--config", tiny_toml, "--data", tmp_path / "videos", "--steps", 1, "--batch-size", 2,
+                           "--frames", 4, "--size", 8, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "latest.safetensors").is_file()
