@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vdm.config import DiffusionConfig
+from vdm.config import DiffusionConfig, ModelConfig
+from vdm.diffusion import Schedule
 from vdm.errors import VdmError
+from vdm.runtime.backend import Backend
 from vdm.runtime.generator import VideoGenerator
 from vdm.runtime.sampling import SamplingOptions, sample, slerp
 
@@ -202,3 +204,30 @@ def test_slerp_end_points_are_the_inputs():
 def test_slerp_of_parallel_tensors_is_linear():
     a = uniform_video((3, 4, 8, 8), seed=1)
     torch.testing.assert_close(slerp(a, 2 * a, 0.5), 1.5 * a)
+
+
+class OracleDenoiser(Backend):
+    """The optimal denoiser for a data set of one video: predicts the exact noise (or v) of x_t."""
+
+    def __init__(self, target: torch.Tensor, prediction: str):
+        self.target = target
+        self.device = torch.device("cpu")
+        self.model_config = ModelConfig(frames=target.shape[2], size=target.shape[3])
+        self.diffusion_config = DiffusionConfig(prediction=prediction)
+        self.alphas_cumprod = Schedule.from_config(self.diffusion_config).alphas_cumprod
+
+    def predict(self, x, t, y):
+        abar = float(self.alphas_cumprod[int(t[0])])
+        eps = (x - abar**0.5 * self.target) / (1 - abar) ** 0.5
+        if self.diffusion_config.prediction == "epsilon":
+            return eps
+        return abar**0.5 * eps - (1 - abar) ** 0.5 * self.target
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sampling_with_the_optimal_denoiser_returns_the_one_training_video(prediction, sampler):
+    target = torch.rand(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    videos = VideoGenerator(backend=OracleDenoiser(target, prediction)).generate(1, num_steps=10, sampler=sampler,
+                                                                                  seed=0)
+    torch.testing.assert_close(videos, target, atol=1e-5, rtol=0)

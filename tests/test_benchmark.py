@@ -1,0 +1,86 @@
+"""benchmarks/latency.py end to end on a tiny checkpoint: rows, parity, an unavailable backend, the three reports."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("latency_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, save_tiny_checkpoint):
+    """One --quick run on the tiny test model (T=4, 8x8): (exit code, its results folder, the argv)."""
+    tmp = tmp_path_factory.mktemp("latency")
+    checkpoint = save_tiny_checkpoint(tmp / "tiny.safetensors")
+    argv = [str(checkpoint), "--quick", "--backends", "torch,onnxruntime,tensorrt", "--steps", "2",
+            "--device", "cpu", "--threads", "1", "--out", str(tmp / "results"), "--name", "run"]
+    code = load_script().main(argv)
+    return code, tmp / "results" / "run", argv
+
+
+def rows_of(results_dir: Path) -> dict[str, dict]:
+    report = json.loads((results_dir / "results.json").read_text())
+    return {row["backend"]: row for row in report["results"]}
+
+
+def test_quick_run_exits_zero_with_only_ok_and_unavailable_rows(quick_run):
+    code, results_dir, _ = quick_run
+    assert code == 0
+    assert {row["status"] for row in rows_of(results_dir).values()} == {"ok", "unavailable"}
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_available_backends_have_positive_timings(quick_run, backend):
+    row = rows_of(quick_run[1])[backend]
+    assert row["status"] == "ok"
+    assert (row["precision"], row["batch"], row["steps"]) == ("fp32", 1, 2)
+    for key in ("call_ms_median", "call_ms_p90", "video_s_median", "videos_per_s", "tflops", "setup_s"):
+        assert row[key] > 0, key
+    assert row["call_ms_p90"] >= row["call_ms_median"]
+
+
+def test_onnxruntime_videos_match_torch_fp32(quick_run):
+    rows = rows_of(quick_run[1])
+    assert rows["onnxruntime"]["psnr_db"] >= 40
+    assert rows["torch"]["psnr_db"] == 200.0  # the reference itself: identical
+    assert rows["torch"]["speedup_vs_torch_fp32"] == pytest.approx(1.0)
+
+
+def test_tensorrt_is_unavailable_with_a_reason(quick_run):
+    row = rows_of(quick_run[1])["tensorrt"]
+    assert row["status"] == "unavailable"
+    assert "tensorrt" in row["reason"].lower() or "cuda" in row["reason"].lower()
+    assert row["call_ms_median"] is None
+
+
+def test_json_header_names_machine_versions_and_command(quick_run):
+    _, results_dir, argv = quick_run
+    report = json.loads((results_dir / "results.json").read_text())
+    assert set(report["machine"]["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert {"python", "torch", "onnxruntime", "openvino", "onnx", "numpy"} <= set(report["versions"])
+    assert report["command"].endswith(argv[-1])
+
+
+def test_markdown_has_the_table_header_and_the_command_line(quick_run):
+    _, results_dir, argv = quick_run
+    text = (results_dir / "results.md").read_text()
+    assert "| backend | precision |" in text
+    assert "python benchmarks/latency.py " + argv[0] in text
+    assert "**Headline**" in text
+
+
+def test_chart_is_a_png(quick_run):
+    png = quick_run[1] / "latency.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
