@@ -29,9 +29,10 @@ listed; a backend that cannot run here (package missing, no GPU) is a row 'unava
 reason; any other failure is a row 'error' and the run goes on (exit code 1 at the end).
 
 --quick is a smoke run (under 2 minutes for the tiny preset on 2 CPU cores): 3 warm-up + 5 timed
-calls, 2 videos, 5 steps, batch 1, fp32 only, the torchscript exporter (5 s instead of the dynamo
-exporter's 44 s for the tiny preset here), and no torch-compile unless --backends names it (inductor's
-first compile of the tiny UNet takes ~90 s on this CPU). Flags given explicitly override these.
+calls, 2 videos, 5 steps, batch 1, fp32 only, the torchscript exporter (~5 s instead of the dynamo
+exporter's 24-44 s for the tiny preset on this CPU), and no torch-compile unless --backends names it
+(inductor's first compile of the tiny UNet took ~90 s here). Flags given explicitly override these.
+On a shared CPU pass --threads 1: torch with 2 threads on 2 cores, one busy, ran the tiny UNet 7x slower.
 
 Writes results.json, results.md and latency.png into OUT/NAME/ (NAME: <preset-or-model>-<device>-<date>).
 """
@@ -65,7 +66,7 @@ from vdm.checkpoint import file_sha256, read_checkpoint, save_checkpoint
 from vdm.config import DiffusionConfig, ModelConfig, check_video_shape, get_preset, presets, to_dict
 from vdm.errors import VdmError
 from vdm.export.parity import PSNR_CAP_DB
-from vdm.runtime.backend import BACKENDS, Backend, load_backend, resolve_device
+from vdm.runtime.backend import Backend, load_backend, resolve_device
 from vdm.runtime.bundle import read_bundle
 from vdm.runtime.generator import VideoGenerator
 from vdm.runtime.precision import cpu_flags
@@ -89,6 +90,7 @@ class Variant:
     precisions: dict[str, tuple[str, ...]]  # device type -> precisions it computes there (others: n/a)
     source: Source  # what it loads: the checkpoint, a bundle, a static-shape bundle, a TensorRT engine
     takes_threads: bool = False  # accepts a `threads` option
+    network: str | None = None  # the bundle network it reads whatever the precision (None: the row's precision)
 
 
 VARIANTS = {v.name: v for v in (
@@ -102,7 +104,8 @@ VARIANTS = {v.name: v for v in (
             {"cpu": ("fp32", "fp16"), "cuda": ("fp32", "fp16")}, "static-bundle", takes_threads=True),
     Variant("tensorrt", "tensorrt", {}, {"cpu": ("fp32", "fp16"), "cuda": ("fp32", "fp16")}, "engine"),
     # OpenVINO takes bf16/fp16 as a hint and may compute fp32 instead; the row's `computes` says which.
-    Variant("openvino", "openvino", {}, {"cpu": PRECISIONS, "cuda": PRECISIONS}, "bundle", takes_threads=True),
+    Variant("openvino", "openvino", {}, {"cpu": PRECISIONS, "cuda": PRECISIONS}, "bundle", takes_threads=True,
+            network="fp32"),
 )}
 CUDA_ONLY = {"onnxruntime-cudagraph", "tensorrt"}
 CPU_ONLY = {"openvino"}
@@ -553,7 +556,7 @@ def unavailable_reason(variant: Variant, device: str) -> str | None:
     reasons = []
     package, install = PACKAGES.get(variant.backend, (None, None))
     if package is not None and importlib.util.find_spec(package) is None:
-        reasons.append(f"{package} is not installed ({install})")
+        reasons.append(f"{package} is not installed: {install}")
     if variant.name in CUDA_ONLY and device != "cuda":
         reasons.append(f"{variant.name} needs a CUDA GPU (--device cuda); this run is on the {device}")
     if variant.name in CPU_ONLY and device != "cpu":
@@ -589,7 +592,7 @@ def measure_row(variant: Variant, precision: str, batch: int, run: Run) -> Row:
     if reason:
         return dataclasses.replace(row, status="unavailable", reason=reason)
     try:
-        path, row.export_s = run.bundles.path_for(variant.source, precision, batch)
+        path, row.export_s = run.bundles.path_for(variant.source, variant.network or precision, batch)
         measure_backend(row, variant, path, run)
     except Unavailable as e:
         row.status, row.reason = "unavailable", str(e)
@@ -602,7 +605,8 @@ def measure_row(variant: Variant, precision: str, batch: int, run: Run) -> Row:
 
 def measure_backend(row: Row, variant: Variant, path: Path, run: Run) -> None:
     """Fill `row`'s measurements from the backend loaded from `path`."""
-    s, device = run.settings, torch.device(s.device)
+    s = run.settings
+    device = torch.device(s.device)
     request = {"num_samples": row.batch, "num_frames": row.frames, "height": row.size, "width": row.size,
                "num_steps": s.steps, "sampler": s.sampler, "seed": s.seed,
                "class_label": 0 if run.model.model_config.conditional else None}
@@ -666,9 +670,17 @@ def row_line(row: Row) -> str:
 
 
 def fmt(value, digits: int = 2) -> str:
+    """`digits` decimals; None as a dash."""
     if value is None:
         return "–"
     return f"{value:.{digits}f}"
+
+
+def sig(value, digits: int = 3) -> str:
+    """`digits` significant digits (milliseconds to videos/s span several magnitudes); None as a dash."""
+    if value is None:
+        return "–"
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
 
 
 def headline(rows: list[Row]) -> str:
@@ -682,8 +694,8 @@ def headline(rows: list[Row]) -> str:
         best = min(ok, key=lambda r: r.call_ms_median)
         versus = (f"{best.speedup_vs_torch_fp32:.2f}x torch eager fp32" if best.speedup_vs_torch_fp32
                   else "no torch fp32 row to compare")
-        parts.append(f"batch {batch}: **{best.backend} {best.precision}** {best.call_ms_median:.1f} ms/call, "
-                     f"{best.videos_per_s:.3f} videos/s ({versus})")
+        parts.append(f"batch {batch}: **{best.backend} {best.precision}** {sig(best.call_ms_median)} ms/call, "
+                     f"{sig(best.videos_per_s)} videos/s ({versus})")
     return "; ".join(parts)
 
 
@@ -692,7 +704,7 @@ def markdown(report: dict, rows: list[Row]) -> str:
     flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in m["cpu_flags"].items())
     versions = ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
     absent = ", ".join(k for k, val in v.items() if val is None)
-    weights = model.get("weights") or f"trained, step {model.get('step')}"
+    weights = model.get("weights") or f"from the checkpoint (training step {model.get('step')})"
     lines = [
         f"# Latency: {report['name']}",
         "",
@@ -717,13 +729,13 @@ def markdown(report: dict, rows: list[Row]) -> str:
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        setup = "" if r.setup_s is None else (f"export {fmt(r.export_s, 1)} + load {fmt(r.load_s, 2)} + first call "
-                                              f"{fmt(r.first_call_s, 2)} s")
+        setup = "" if r.setup_s is None else (f"set-up: {'' if r.export_s is None else f'export {r.export_s:.1f} + '}"
+                                              f"load {r.load_s:.2f} + first call {r.first_call_s:.2f} s")
         notes = "; ".join(n for n in (r.reason.replace("|", "/"), setup) if n)
         speedup = "" if r.speedup_vs_torch_fp32 is None else f"{r.speedup_vs_torch_fp32:.2f}x"
         lines.append(f"| {r.backend} | {r.precision} | {r.computes or '–'} | {r.batch} | {r.status} | "
-                     f"{fmt(r.call_ms_median)} | {fmt(r.call_ms_p90)} | {fmt(r.video_s_median)} | "
-                     f"{fmt(r.videos_per_s, 3)} | {fmt(r.tflops, 4)} | {fmt(r.peak_mem_mb, 0)} | {fmt(r.setup_s, 1)} | "
+                     f"{sig(r.call_ms_median)} | {sig(r.call_ms_p90)} | {sig(r.video_s_median)} | "
+                     f"{sig(r.videos_per_s)} | {sig(r.tflops)} | {fmt(r.peak_mem_mb, 0)} | {fmt(r.setup_s, 1)} | "
                      f"{fmt(r.psnr_db, 1)} | {speedup or '–'} | {notes} |")
     gflop = sorted({(r.batch, r.gflop_per_call) for r in rows if r.gflop_per_call})
     lines += [
@@ -760,13 +772,15 @@ def plot(rows: list[Row], path: Path, title: str, subtitle: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 1.8 + 0.42 * (len(ok) + 1.5 * len({r.batch for r in ok}))))
     for batch in sorted({r.batch for r in ok}):
         group = [r for r in ok if r.batch == batch]
+        if labels:  # a rule between batch groups
+            ax.axhline(y + 0.75, color="0.7", linewidth=0.8)
         labels.append(f"batch {batch}")
         positions.append(y)
         y -= 1
         for r in group:
             ax.barh(y, r.call_ms_median, xerr=[[0], [r.call_ms_p90 - r.call_ms_median]], capsize=4,
                     color=colors[r.backend], height=0.7)
-            ax.text(r.call_ms_p90, y, f"  {r.call_ms_median:.1f} ms", va="center", fontsize=9)
+            ax.text(r.call_ms_p90, y, f"  {sig(r.call_ms_median)} ms", va="center", fontsize=9)
             labels.append(f"{r.backend} {r.precision}" + (f" (computes {r.computes})" if r.computes != r.precision else ""))
             positions.append(y)
             y -= 1
@@ -822,6 +836,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["cpu_flags"].items())
     print(f"{machine['cpu']} ({flags}); GPU {machine['gpu'] or 'none'}; {settings.threads} thread(s)", flush=True)
+    busy = machine["load_average_at_start"][0]
+    if settings.device == "cpu" and settings.threads > 1 and busy + settings.threads > machine["usable_cores"] + 0.5:
+        # Measured here: torch's 2 threads on 2 cores, one busy with training, ran the tiny UNet 7x slower than 1.
+        print(f"warning: load average {busy} on {machine['usable_cores']} cores: {settings.threads} thread(s) will "
+              "compete with other processes and the timings will show it; consider --threads 1", flush=True)
     with tempfile.TemporaryDirectory(prefix="vdm-latency-") as tmp:
         try:
             model = prepare_model(settings, Path(tmp))
