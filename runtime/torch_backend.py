@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from vdm.checkpoint import load_model
 from vdm.config import DiffusionConfig
@@ -11,6 +12,33 @@ from vdm.errors import VdmError
 from vdm.runtime.backend import Backend, resolve_device
 from vdm.runtime.precision import resolve_precision, torch_dtype
 from vdm.unet import Unet3D
+
+
+class OneDNNConv3d(nn.Module):
+    """A Conv3d that always runs oneDNN's kernel (same weights, same result within fp32 rounding)."""
+
+    def __init__(self, conv: nn.Conv3d):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                                        self.groups)
+
+
+def use_onednn_convolutions(model: nn.Module) -> nn.Module:
+    """Swap every Conv3d for OneDNNConv3d (fp32 CPU inference).
+
+    torch's own heuristic sends small convolutions (batch 1, few channels) to its slow reference
+    kernel: on the tiny preset at batch 1 that is 220-270 ms per call against 77-83 ms through oneDNN
+    (AMD EPYC, 1 thread, torch 2.13; max difference 1e-5).
+    """
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv3d):
+                setattr(parent, name, OneDNNConv3d(child))
+    return model
 
 
 class TorchBackend(Backend):
@@ -27,6 +55,10 @@ class TorchBackend(Backend):
         model = model.to(device).eval().cast_for_inference(torch_dtype(precision))
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
+        self.onednn = (device.type == "cpu" and precision == "fp32" and not compile
+                       and torch.backends.mkldnn.is_available())
+        if self.onednn:
+            model = use_onednn_convolutions(model)
         self.model = model
         self.forward = torch.compile(model, dynamic=False) if compile else model
 

@@ -231,3 +231,18 @@ def test_sampling_with_the_optimal_denoiser_returns_the_one_training_video(predi
     videos = VideoGenerator(backend=OracleDenoiser(target, prediction)).generate(1, num_steps=10, sampler=sampler,
                                                                                   seed=0)
     torch.testing.assert_close(videos, target, atol=1e-5, rtol=0)
+
+
+def test_torch_backend_on_cpu_uses_onednn_convolutions_with_the_same_output(tiny_checkpoint):
+    from vdm.checkpoint import load_model
+    from vdm.runtime.torch_backend import TorchBackend
+
+    model, diffusion_config, _ = load_model(tiny_checkpoint)
+    x, t = torch.randn(1, 3, 4, 8, 8), torch.tensor([300])
+    with torch.inference_mode():
+        reference = model(x, t)
+    backend = TorchBackend(model, diffusion_config, torch.device("cpu"))
+    if not backend.onednn:
+        pytest.skip("this torch build has no oneDNN")
+    assert not any(isinstance(m, torch.nn.Conv3d) for m in backend.model.modules())
+    torch.testing.assert_close(backend.predict(x, t, None), reference, atol=1e-4, rtol=1e-4)
