@@ -6,7 +6,7 @@ are generic and the behaviour is part of the contract:
 
     tiny_model_config            a fresh ModelConfig: 2 levels (8, 16 channels), attention at level 1,
                                  clips of 4 frames x 8 x 8, unconditional
-    tiny_diffusion_config        a fresh DiffusionConfig: 1000 cosine timesteps, epsilon prediction
+    tiny_diffusion_config        a fresh DiffusionConfig: 1000 cosine timesteps, v prediction (the default)
     make_tiny_unet               (session) factory: (model_config, seed=0, perturb=True) -> Unet3D in eval mode
     save_tiny_checkpoint         (session) factory: (path, model_config=None, diffusion_config=None, seed=0,
                                  perturb=True) -> path, a checkpoint written by vdm.checkpoint
@@ -69,7 +69,7 @@ def tiny_model_config() -> ModelConfig:
 
 @pytest.fixture
 def tiny_diffusion_config() -> DiffusionConfig:
-    """A fresh DiffusionConfig with the defaults (1000 cosine timesteps, epsilon prediction)."""
+    """A fresh DiffusionConfig with the defaults (1000 cosine timesteps, v prediction)."""
     return DiffusionConfig()
 
 

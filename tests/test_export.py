@@ -31,7 +31,7 @@ def test_manifest_records_source_configs_and_versions(tiny_bundle, tiny_bundle_c
     assert manifest["source"] == {"checkpoint": tiny_bundle_checkpoint.name,
                                   "sha256": file_sha256(tiny_bundle_checkpoint), "step": 7}
     assert manifest["model_config"]["base_channels"] == 8
-    assert manifest["diffusion_config"]["prediction"] == "epsilon"
+    assert manifest["diffusion_config"]["prediction"] == "v"
     versions = manifest["networks"]["fp32"]["versions"]
     assert versions["torch"] == torch.__version__ and versions["onnx"] == onnx.__version__
 

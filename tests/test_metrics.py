@@ -244,7 +244,7 @@ def test_loss_timesteps_spread_over_the_schedule_in_every_batch():
 
 
 def test_held_out_loss_of_a_zero_predictor_is_the_mean_squared_noise():
-    backend = TorchBackend(Unet3D(TINY), DiffusionConfig(), torch.device("cpu"))  # predicts exactly 0
+    backend = TorchBackend(Unet3D(TINY), DiffusionConfig(prediction="epsilon"), torch.device("cpu"))  # predicts 0
     shape = (LOSS_BATCH_SIZE, 3, TINY.frames, TINY.size, TINY.size)
     noise = [torch.randn(shape, generator=torch.Generator().manual_seed(HELD_OUT_SEED + i)) for i in range(2)]
     expected = sum(float((n**2).mean()) for n in noise) / 2

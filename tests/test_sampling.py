@@ -30,11 +30,12 @@ def conditional_generator(tiny_conditional_checkpoint) -> VideoGenerator:
 
 @pytest.fixture
 def make_zero_generator(tmp_path, save_tiny_checkpoint):
-    """Factory: schedule -> a generator whose network predicts exactly zero noise (a fresh UNet)."""
+    """Factory: schedule -> a generator whose network predicts exactly zero noise (a fresh epsilon UNet)."""
 
     def make(schedule: str = "cosine") -> VideoGenerator:
         path = save_tiny_checkpoint(tmp_path / f"zero_{schedule}.safetensors",
-                                    diffusion_config=DiffusionConfig(schedule=schedule), perturb=False)
+                                    diffusion_config=DiffusionConfig(schedule=schedule, prediction="epsilon"),
+                                    perturb=False)
         return VideoGenerator(path, backend="torch", device="cpu")
 
     return make
