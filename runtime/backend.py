@@ -47,6 +47,16 @@ class Backend:
         return f"{self.name} ({self.precision}, {self.device})"
 
 
+def network_feed(model_config: ModelConfig, x: torch.Tensor, t: torch.Tensor,
+                 y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The exported network's inputs as contiguous tensors: x float32, t int64, and y int64 for a
+    class-conditional model (the null class, num_classes, when y is None)."""
+    feed = {"x": x.float().contiguous(), "t": t.long().contiguous()}
+    if model_config.conditional:
+        feed["y"] = (y if y is not None else torch.full_like(feed["t"], model_config.num_classes)).long().contiguous()
+    return feed
+
+
 def resolve_device(device: str | None) -> torch.device:
     """'auto'/None -> cuda when available, else cpu; 'cuda' without a GPU is a user error."""
     if device in (None, "auto"):

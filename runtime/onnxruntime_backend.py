@@ -7,14 +7,13 @@ too, with its engine cache kept inside the bundle.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vdm.errors import VdmError
-from vdm.runtime.backend import Backend, resolve_device
+from vdm.runtime.backend import Backend, network_feed, resolve_device
 from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
 
 NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64}  # what the bound buffers hold
@@ -124,9 +123,7 @@ class OnnxRuntimeBackend(Backend):
                                 tuple(tensor.shape), tensor.data_ptr())
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        feed = {"x": x.float().contiguous(), "t": t.long().contiguous()}
-        if self.model_config.conditional:
-            feed["y"] = (y if y is not None else torch.full_like(t, self.model_config.num_classes)).long().contiguous()
+        feed = network_feed(self.model_config, x, t, y)
         if self.cuda_graph:
             # A CUDA graph replays fixed addresses: copy into persistent buffers, bind them once.
             if not self.static_buffers:

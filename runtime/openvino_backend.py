@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from vdm.errors import VdmError
-from vdm.runtime.backend import Backend, resolve_device
+from vdm.runtime.backend import Backend, network_feed, resolve_device
 from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
 from vdm.runtime.precision import cpu_has_fast_bf16, resolve_precision
 
@@ -155,10 +155,7 @@ class OpenVINOBackend(Backend):
         check_bundle_shape(self.network, self.model_config, batch, frames, height, width)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        feed = {"x": x.detach().float().contiguous(), "t": t.detach().long().contiguous()}
-        if self.model_config.conditional:
-            null = torch.full_like(feed["t"], self.model_config.num_classes)
-            feed["y"] = (y.detach().long().contiguous() if y is not None else null)
+        feed = network_feed(self.model_config, x.detach(), t.detach(), None if y is None else y.detach())
         out = torch.empty_like(feed["x"])  # (B, C, T, H, W), fresh each call: OpenVINO writes into it
         for name, tensor in feed.items():
             self.request.set_tensor(name, self._ov.Tensor(tensor.numpy(), shared_memory=True))

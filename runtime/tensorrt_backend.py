@@ -16,7 +16,7 @@ import torch
 
 from vdm.errors import VdmError
 from vdm.export.tensorrt_build import check_engine_compatible, rebuild_command, require_tensorrt, trt_logger
-from vdm.runtime.backend import Backend, resolve_device
+from vdm.runtime.backend import Backend, network_feed, resolve_device
 from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
 
 
@@ -133,9 +133,7 @@ class TensorRTBackend(Backend):
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """As Backend.predict; the returned tensor is reused by the next call."""
-        feed = {"x": x, "t": t}
-        if self.model_config.conditional:
-            feed["y"] = y if y is not None else torch.full_like(t, self.model_config.num_classes)
+        feed = network_feed(self.model_config, x, t, y)
         # The engine's own I/O types: x float32, t/y int64 (or int32 where TensorRT narrowed them).
         feed = {k: v.to(self.device, self.dtypes[k]).contiguous() for k, v in feed.items()}
         if self.cuda_graph:
