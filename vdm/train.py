@@ -226,8 +226,7 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--lr", type=float, help="Peak learning rate.")
 @click.option("--sample-every", type=int, help="Steps between sample videos.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
-@click.option("--out", default="runs/tiny", show_default=True, type=click.Path(file_okay=False),
-              help="Run directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/PRESET]")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/train_state.pt.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=int, help="Seeds weights, data and noise.")
@@ -242,7 +241,7 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
         lr=lr, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed))
     tc = settings.train
-    trainer = Trainer(settings, Path(out), resolve_device(device))
+    trainer = Trainer(settings, Path(out or f"runs/{preset}"), resolve_device(device))
     if resume:
         trainer.resume()
         click.echo(f"resumed at step {trainer.step}")
