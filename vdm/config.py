@@ -154,8 +154,8 @@ def presets() -> dict[str, Preset]:
         "tiny": Preset(
             ModelConfig(base_channels=16, channel_multiples=(1, 2, 4), num_res_blocks=1,
                         attention_levels=(2,), num_heads=4, frames=8, size=32),
-            train=TrainConfig(steps=500, batch_size=4, lr=1e-3, warmup_steps=50, ema_decay=0.99,
-                              sample_every=250, checkpoint_every=100),
+            train=TrainConfig(steps=400, batch_size=4, lr=1e-3, warmup_steps=50, ema_decay=0.99,
+                              sample_every=200, checkpoint_every=100),
         ),
         "small": Preset(
             ModelConfig(base_channels=64, channel_multiples=(1, 2, 4), num_res_blocks=1,
