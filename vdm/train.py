@@ -47,15 +47,20 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
         e.copy_(b)
 
 
-def batch_labels(dataset: ClipDataset, step: int, batch_size: int, num_classes: int) -> torch.Tensor:
-    """Class labels for a conditional model: the number of shapes minus one (synthetic data only)."""
+def labelled_batch(dataset: ClipDataset, step: int, batch_size: int,
+                   num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's clips (B, C, T, H, W) and their labels (B,): the number of shapes minus one.
+
+    Synthetic data only; each clip is rendered once, with its shapes.
+    """
     if not isinstance(dataset, SyntheticShapes):
         raise VdmError("class-conditional training needs labels; only the synthetic data has them "
                        "(the label is the number of shapes - 1)")
     if dataset.max_shapes > num_classes:
         raise VdmError(f"num_classes={num_classes} is too few for clips of up to {dataset.max_shapes} shapes")
     first = step * batch_size
-    return torch.tensor([len(dataset.clip_with_meta(first + i)[1]) - 1 for i in range(batch_size)])
+    clips, tracks = zip(*(dataset.clip_with_meta(first + i) for i in range(batch_size)))
+    return torch.stack(clips), torch.tensor([len(t) - 1 for t in tracks])
 
 
 class Trainer:
@@ -134,9 +139,11 @@ class Trainer:
         tc = self.train_cfg
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, tc.lr, tc.warmup_steps)
-        x0 = self.dataset.batch(self.step, tc.batch_size).to(self.device)  # (B, C, T, H, W)
-        y = (batch_labels(self.dataset, self.step, tc.batch_size, self.cfg.model.num_classes)
-             if self.cfg.model.conditional else None)
+        if self.cfg.model.conditional:
+            x0, y = labelled_batch(self.dataset, self.step, tc.batch_size, self.cfg.model.num_classes)
+        else:
+            x0, y = self.dataset.batch(self.step, tc.batch_size), None
+        x0 = x0.to(self.device)  # (B, C, T, H, W)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
