@@ -74,7 +74,11 @@ class Trainer:
         self.dataset = make_dataset(self.train_cfg.data, m.frames, m.size, self.train_cfg.frame_stride,
                                     self.train_cfg.seed)
         torch.manual_seed(self.train_cfg.seed)
-        self.model = Unet3D(m).to(device)
+        # Channels-last 3D convolutions train faster on CPU (oneDNN; tiny preset, batch 4, forward +
+        # backward: 1.17 -> 0.94 s on 1 thread, 0.61 -> 0.55 s on 2; benchmarks/train_step.py).
+        # CUDA keeps the default layout (unmeasured there).
+        self.memory_format = torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+        self.model = Unet3D(m).to(device, memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_cfg.lr,
                                            weight_decay=self.train_cfg.weight_decay)
@@ -129,7 +133,7 @@ class Trainer:
             drop = torch.rand(b, generator=self.generator) < LABEL_DROPOUT
             y = torch.where(drop, torch.full_like(y, self.cfg.model.num_classes), y).to(self.device)
         t, noise = t.to(self.device), noise.to(self.device)
-        x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod)
+        x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod).contiguous(memory_format=self.memory_format)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             out = self.model(x_t, t, y)
         return training_loss(out, x0, noise, t, self.schedule)
