@@ -4,19 +4,17 @@
 
 Times the UNet's forward + backward (mean-square loss) at the preset's clip shape, in the default
 (contiguous) layout and in channels-last 3D, the layout `vdm.train.Trainer` uses on CPU. Prints the
-CPU, its flags, the software versions and the median of 7 timed steps after 2 warm-up steps.
+CPU, its flags, the software versions and the median of 7 timed steps after warm-up.
 """
 from __future__ import annotations
 
 import datetime
 import platform
-import statistics
-import time
 
 import click
 import torch
 
-from cpu_precision_probe import BF16_FLAGS, cpu_name  # the sibling script: benchmarks/ is on sys.path
+from cpu_precision_probe import BF16_FLAGS, cpu_name, median_seconds  # the sibling script: benchmarks/ is on sys.path
 from vdm.config import get_preset
 from vdm.runtime.precision import cpu_flags
 from vdm.unet import Unet3D
@@ -37,14 +35,7 @@ def step_seconds(preset: str, batch_size: int, memory_format: torch.memory_forma
         model.zero_grad(set_to_none=True)
         model(x, t).square().mean().backward()
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(step, runs=runs)
 
 
 @click.command()
