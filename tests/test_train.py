@@ -269,6 +269,23 @@ def test_vdm_train_refuses_zero_batch_size(tmp_path, tiny_toml):
     assert_one_line_error(train_cli("--config", tiny_toml, "--batch-size", 0, "--out", tmp_path / "run"))
 
 
+def test_vdm_train_records_the_ema_decay_flag_in_the_run_config(tmp_path, tiny_toml):
+    out = tmp_path / "run"
+    result = train_cli("--config", tiny_toml, "--steps", 1, "--batch-size", 1, "--frames", 4, "--size", 8,
+                       "--ema-decay", 0.999, "--sample-every", 0, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["train"]["ema_decay"] == 0.999
+
+
+@pytest.mark.parametrize("flag, value, message", [("--ema-decay", 1.0, "ema_decay must be in [0, 1)"),
+                                                  ("--ema-decay", -0.5, "ema_decay must be in [0, 1)"),
+                                                  ("--lr", 0, "lr must be positive")])
+def test_vdm_train_refuses_an_out_of_range_ema_decay_or_lr(tmp_path, tiny_toml, flag, value, message):
+    result = train_cli("--config", tiny_toml, flag, value, "--out", tmp_path / "run")
+    assert message in assert_one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
 def test_vdm_train_on_a_folder_of_real_videos_skips_the_corrupt_one(tmp_path, tiny_toml):
     from vdm.data import SyntheticShapes
     from vdm.video import write_mp4

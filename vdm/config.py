@@ -137,6 +137,10 @@ class TrainConfig:
                 raise VdmError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sample_every < 0 or self.warmup_steps < 0:
             raise VdmError("sample_every and warmup_steps must be >= 0")
+        if not self.lr > 0:
+            raise VdmError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise VdmError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.batch_size % self.grad_accum:
             raise VdmError(f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
 

@@ -235,6 +235,7 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--frames", type=int, help="Clip length T.")
 @click.option("--size", type=int, help="Frame size (H = W).")
 @click.option("--lr", type=float, help="Peak learning rate.")
+@click.option("--ema-decay", type=float, help="Decay of the EMA weights that checkpoints hold (0.999 averages ~1000 steps).")
 @click.option("--sample-every", type=int, help="Steps between sample videos.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/PRESET]")
@@ -243,14 +244,14 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--seed", type=int, help="Seeds weights, data and noise.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, sample_every,
+def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, sample_every,
          checkpoint_every, out, resume, device, seed, debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos."""
     from vdm.runtime.backend import resolve_device
 
     settings = build_preset(preset, config, dict(
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
-        lr=lr, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed))
+        lr=lr, ema_decay=ema_decay, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed))
     tc = settings.train
     trainer = Trainer(settings, Path(out or f"runs/{preset}"), resolve_device(device))
     if resume:
