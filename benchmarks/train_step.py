@@ -24,12 +24,13 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.chan
 
 def step_seconds(preset: str, batch_size: int, memory_format: torch.memory_format, runs: int = 7) -> float:
     """Median seconds of forward + backward for one batch of random clips."""
-    cfg = get_preset(preset).model
+    settings = get_preset(preset)
+    cfg = settings.model
     torch.manual_seed(0)
     model = Unet3D(cfg).to(memory_format=memory_format)
     x = torch.randn(batch_size, cfg.in_channels, cfg.frames, cfg.size, cfg.size)  # (B, C, T, H, W)
     x = x.contiguous(memory_format=memory_format)
-    t = torch.randint(0, 1000, (batch_size,))
+    t = torch.randint(0, settings.diffusion.num_timesteps, (batch_size,))
 
     def step():
         model.zero_grad(set_to_none=True)
