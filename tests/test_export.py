@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from conftest import _tiny_model_config, quiet
 
-from vdm.checkpoint import file_sha256
+from vdm.checkpoint import file_sha256, load_model
 from vdm.errors import VdmError
 from vdm.export import pipeline
 from vdm.export.cli import main as export_main
@@ -93,6 +93,21 @@ def test_conditional_model_exports_a_class_input(tmp_path, save_tiny_checkpoint)
     net = read_bundle(tmp_path / "b").network("fp32")
     assert [i["name"] for i in net["inputs"]] == ["x", "t", "y"]
     assert net["parity"]["passed"]
+
+
+def test_joint_attention_model_exports_with_parity_and_dynamic_frames(tmp_path, save_tiny_checkpoint):
+    import onnxruntime as ort
+
+    ckpt = save_tiny_checkpoint(tmp_path / "j.safetensors", _tiny_model_config(joint_attention_levels=(1,)))
+    export_bundle(ckpt, tmp_path / "b", ExportOptions(exporter="torchscript"), log=quiet)
+    assert read_bundle(tmp_path / "b").network("fp32")["parity"]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "b" / "unet.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 8, 8)).astype(np.float32)  # T=6: joint over 6*4*4
+    t = np.array([1, 700], dtype=np.int64)
+    model, _, _ = load_model(ckpt)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.from_numpy(t)).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x, "t": t})[0], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_external_data_bundle_stays_loadable_after_moving(tmp_path, tiny_bundle_checkpoint):

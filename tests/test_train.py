@@ -156,6 +156,66 @@ def test_resume_without_a_training_state_is_refused(tmp_path, tiny_model_config)
         Trainer(tiny_preset(tiny_model_config), tmp_path, CPU).resume()
 
 
+def test_resume_accepts_a_training_state_saved_before_a_model_field_existed(tmp_path, tiny_model_config):
+    run(tiny_preset(tiny_model_config, steps=1), tmp_path)
+    path = tmp_path / "checkpoints" / "train_state.pt"
+    state = load_torch(path)
+    del state["config"]["model"]["joint_attention_levels"]  # as written by an older vdm
+    torch.save(state, path)
+    run(tiny_preset(tiny_model_config, steps=2), tmp_path, resume_at=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning: --init-from
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """latest.safetensors of a 2-step run of the tiny model."""
+    out = tmp_path_factory.mktemp("trained")
+    run(tiny_preset(tiny_model()), out)
+    return out / "checkpoints" / "latest.safetensors"
+
+
+def test_init_from_loads_the_checkpoint_into_the_model_and_its_ema(tmp_path, trained_checkpoint):
+    trainer = Trainer(tiny_preset(tiny_model()), tmp_path, CPU)
+    assert trainer.init_from(trained_checkpoint) == []
+    saved, _, _ = load_model(trained_checkpoint)
+    assert all_tensors_equal(trainer.model.state_dict(), saved.state_dict())
+    assert all_tensors_equal(trainer.ema.state_dict(), saved.state_dict())
+
+
+def test_init_from_with_added_joint_attention_starts_computing_what_the_checkpoint_did(tmp_path, trained_checkpoint):
+    grown = dataclasses.replace(tiny_model(), joint_attention_levels=(1,))
+    trainer = Trainer(tiny_preset(grown), tmp_path, CPU)
+    fresh = trainer.init_from(trained_checkpoint)
+    assert fresh and all(".joints." in name or name.startswith("mid_joint.") for name in fresh)
+    saved, _, _ = load_model(trained_checkpoint)
+    x, t = torch.randn(2, 3, 4, 8, 8), torch.tensor([5, 900])
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.ema.eval()(x, t), saved(x, t), rtol=1e-5, atol=1e-5)
+    trainer.run()  # and it trains: the joint attention's output projections leave zero
+    assert trainer.model.mid_joint.out.weight.abs().sum() > 0
+
+
+def test_init_from_refuses_a_checkpoint_with_weights_the_model_lacks(tmp_path, save_tiny_checkpoint):
+    ckpt = save_tiny_checkpoint(tmp_path / "joint.safetensors", dataclasses.replace(tiny_model(), joint_attention_levels=(1,)))
+    with pytest.raises(VdmError, match="weights this model lacks, e.g. .*joint"):
+        Trainer(tiny_preset(tiny_model()), tmp_path / "run", CPU).init_from(ckpt)
+
+
+def test_init_from_refuses_a_checkpoint_of_another_width(tmp_path, trained_checkpoint):
+    wider = Trainer(tiny_preset(dataclasses.replace(tiny_model(), base_channels=16)), tmp_path, CPU)
+    with pytest.raises(VdmError, match="has shape .* this model needs"):
+        wider.init_from(trained_checkpoint)
+
+
+def test_init_from_refuses_a_checkpoint_of_another_diffusion_config(tmp_path, trained_checkpoint):
+    preset = dataclasses.replace(tiny_preset(tiny_model()), diffusion=DiffusionConfig(prediction="epsilon"))
+    with pytest.raises(VdmError, match="diffusion config"):
+        Trainer(preset, tmp_path, CPU).init_from(trained_checkpoint)
+
+
 # ---------------------------------------------------------------------------------------------
 # One step's variants
 
@@ -284,6 +344,23 @@ def test_vdm_train_refuses_an_out_of_range_ema_decay_or_lr(tmp_path, tiny_toml, 
     result = train_cli("--config", tiny_toml, flag, value, "--out", tmp_path / "run")
     assert message in assert_one_line_error(result)
     assert not (tmp_path / "run").exists()
+
+
+def test_vdm_train_init_from_fine_tunes_and_records_the_checkpoint(tmp_path, tiny_toml, trained_checkpoint):
+    out = tmp_path / "run"
+    result = train_cli("--config", tiny_toml, "--init-from", trained_checkpoint, "--steps", 1, "--batch-size", 1,
+                       "--sample-every", 0, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"initialized from {trained_checkpoint}" in result.output
+    assert json.loads((out / "config.json").read_text())["train"]["init_from"] == str(trained_checkpoint)
+    _, _, metadata = load_model(out / "checkpoints" / "latest.safetensors")
+    assert metadata["step"] == "1"  # a new run: its steps count from 0
+
+
+def test_vdm_train_refuses_a_missing_init_from_checkpoint(tmp_path, tiny_toml):
+    result = train_cli("--config", tiny_toml, "--init-from", tmp_path / "nowhere.safetensors", "--steps", 1,
+                       "--out", tmp_path / "run", "--device", "cpu")
+    assert "does not exist" in assert_one_line_error(result)
 
 
 def test_vdm_train_on_a_folder_of_real_videos_skips_the_corrupt_one(tmp_path, tiny_toml):

@@ -7,10 +7,11 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import perturb_zero_init
 
 from vdm.config import ModelConfig, presets
 from vdm.errors import VdmError
-from vdm.unet import KeepFloat32, Unet3D
+from vdm.unet import JointAttention, KeepFloat32, Unet3D
 
 
 def tiny_video(cfg: ModelConfig, batch: int = 1, frames: int | None = None, size: int | None = None,
@@ -84,6 +85,36 @@ def test_temporal_downsampling_unet_returns_its_input_shape(tiny_model_config, m
     x = tiny_video(tiny_model_config)
     with torch.no_grad():
         assert model(x, timesteps(3)).shape == x.shape
+
+
+def test_joint_attention_unet_returns_its_input_shape_at_other_frame_counts(tiny_model_config, make_tiny_unet):
+    model = make_tiny_unet(dataclasses.replace(tiny_model_config, joint_attention_levels=(1,)))
+    assert isinstance(model.mid_joint, JointAttention)  # the deepest level is listed: the middle too
+    for frames in (4, 6):
+        x = tiny_video(tiny_model_config, frames=frames)
+        with torch.no_grad():
+            assert model(x, timesteps(3)).shape == x.shape
+
+
+def test_joint_attention_is_one_softmax_over_all_frames_and_positions():
+    # Reference: flatten (T, H, W) into one sequence of 64 tokens and attend with an explicit softmax.
+    # Attention within each frame, or across frames at each position, would give something else.
+    torch.manual_seed(0)
+    joint = perturb_zero_init(JointAttention(8, 2, 4))
+    x = torch.randn(1, 8, 4, 4, 4)  # (B, C, T, H, W)
+    tokens = joint.norm(x).permute(0, 2, 3, 4, 1) + joint.frame_positions(4, x.device)[None, :, None, None, :]
+    tokens = tokens.reshape(1, 64, 8)  # (B, T*H*W, C)
+    q, k, v = (part.reshape(1, 64, 2, 4).transpose(1, 2) for part in joint.qkv(tokens).chunk(3, dim=-1))
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1)  # (B, heads, 64, 64); sqrt(d) = 2
+    h = joint.out((weights @ v).transpose(1, 2).reshape(1, 64, 8))
+    expected = x + h.reshape(1, 4, 4, 4, 8).permute(0, 4, 1, 2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(joint(x), expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_joint_attention_starts_as_the_identity():
+    x = torch.randn(2, 8, 4, 4, 4)
+    assert torch.equal(JointAttention(8, 2, 4)(x), x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +227,7 @@ def test_bf16_unet_takes_and_returns_float32_close_to_fp32(fp32_and_bf16_unets):
     (dict(norm="layer"), "norm must be"),
     (dict(attention_levels=(2,)), "attention level 2 does not exist"),
     (dict(attention_levels=(-1,)), "attention level -1 does not exist"),
+    (dict(joint_attention_levels=(2,)), "attention level 2 does not exist"),
     (dict(num_heads=3), "num_heads=3"),
     (dict(num_groups=3), "num_groups=3"),
     (dict(channel_multiples=()), "at least one level"),

@@ -25,7 +25,10 @@ class ModelConfig:
     base_channels: int = 16  # channels of the first UNet level
     channel_multiples: tuple[int, ...] = (1, 2, 4)  # per level; H and W halve between levels
     num_res_blocks: int = 1  # residual blocks per level (the decoder has one more)
-    attention_levels: tuple[int, ...] = (2,)  # levels (0 = full resolution) with attention
+    attention_levels: tuple[int, ...] = (2,)  # levels (0 = full resolution) with factorized attention
+    # Levels that also get joint space-time attention (all T*H*W positions at once; the middle block
+    # too when the deepest level is listed). Costs (T*H*W)^2: for the low resolutions only.
+    joint_attention_levels: tuple[int, ...] = ()
     num_heads: int = 4  # attention heads; channels at each attention level must divide by it
     dropout: float = 0.0  # inside residual blocks
     norm: NormKind = "group"  # conditional GroupNorm, or the seed's conditional BatchNorm
@@ -38,6 +41,7 @@ class ModelConfig:
     def __post_init__(self):
         self.channel_multiples = tuple(self.channel_multiples)
         self.attention_levels = tuple(self.attention_levels)
+        self.joint_attention_levels = tuple(self.joint_attention_levels)
         self.validate()
 
     @property
@@ -63,7 +67,7 @@ class ModelConfig:
             raise VdmError(f"norm must be 'group' or 'batch', got {self.norm!r}")
         if not self.channel_multiples:
             raise VdmError("channel_multiples must have at least one level")
-        for level in self.attention_levels:
+        for level in self.attention_levels + self.joint_attention_levels:
             if not 0 <= level < self.num_levels:
                 raise VdmError(f"attention level {level} does not exist (levels 0..{self.num_levels - 1})")
         for mult in self.channel_multiples:
@@ -123,6 +127,9 @@ class TrainConfig:
     data: str = "synthetic"  # 'synthetic' or a folder of videos
     frame_stride: int = 1  # for folder data: take every k-th frame
     seed: int = 0  # seeds the data, the noise and the weights
+    # Start from this checkpoint's weights (fine-tuning: step 0, a fresh optimizer). Weights the
+    # checkpoint lacks, such as attention added since, keep their initialization.
+    init_from: str | None = None
     log_every: int = 10  # steps between metrics.jsonl lines
     sample_every: int = 500  # steps between sample videos (0 = only at the end)
     checkpoint_every: int = 250  # steps between checkpoints

@@ -22,8 +22,9 @@ import torch
 from tqdm import tqdm
 
 from vdm.atomic import atomic_write_text
-from vdm.checkpoint import load_torch, save_checkpoint, save_torch_atomic
-from vdm.config import Preset, get_preset, load_config_file, to_dict
+from vdm.checkpoint import load_torch, read_checkpoint, save_checkpoint, save_torch_atomic
+from vdm.config import (DiffusionConfig, ModelConfig, Preset, from_dict, get_preset, load_config_file,
+                        to_dict)
 from vdm.data import ClipDataset, SyntheticShapes, make_dataset
 from vdm.diffusion import Schedule, q_sample, training_loss
 from vdm.errors import TrainingDiverged, VdmError, cli_errors
@@ -112,6 +113,11 @@ class Trainer:
             raise VdmError(f"--resume: no training state at {path}; start without --resume")
         state = load_torch(path)
         saved = state.get("config", {})
+        try:  # through the dataclasses, so fields added since (at their defaults) compare equal
+            saved = {"model": to_dict(from_dict(ModelConfig, saved["model"])),
+                     "diffusion": to_dict(from_dict(DiffusionConfig, saved["diffusion"]))}
+        except (KeyError, TypeError, VdmError):
+            pass  # an unreadable config differs from ours: refused below
         now = {k: to_dict(getattr(self.cfg, k)) for k in ("model", "diffusion")}
         if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
             raise VdmError(f"--resume: {path} was trained with a different model/diffusion config; "
@@ -122,6 +128,29 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
+
+    def init_from(self, path: str | Path) -> list[str]:
+        """Load a checkpoint's weights into the model and its EMA; return the names it did not have.
+
+        Those keep their initialization: a block added since that starts as the identity (the
+        attention blocks' zero output projections) leaves the loaded model computing what it did.
+        """
+        state, model_config, diffusion_config, _ = read_checkpoint(path)
+        if to_dict(diffusion_config) != to_dict(self.cfg.diffusion):
+            raise VdmError(f"--init-from: {path} was trained with diffusion config {to_dict(diffusion_config)}, "
+                           f"this run uses {to_dict(self.cfg.diffusion)}")
+        expected = self.model.state_dict()
+        unexpected = sorted(set(state) - set(expected))
+        if unexpected:
+            raise VdmError(f"--init-from: {path} has {len(unexpected)} weights this model lacks, e.g. "
+                           f"{unexpected[0]}; its model config is {to_dict(model_config)}")
+        for name in state:
+            if state[name].shape != expected[name].shape:
+                raise VdmError(f"--init-from: tensor {name} has shape {tuple(state[name].shape)} in {path}, "
+                               f"this model needs {tuple(expected[name].shape)}")
+        self.model.load_state_dict(state, strict=False)
+        self.ema.load_state_dict(self.model.state_dict())
+        return sorted(set(expected) - set(state))
 
     # -- one optimizer step ----------------------------------------------------------------------
     def loss_on(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -240,23 +269,30 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/PRESET]")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/train_state.pt.")
+@click.option("--init-from", type=click.Path(dir_okay=False),
+              help="Fine-tune: start from this checkpoint's weights (step 0, fresh optimizer); "
+                   "with --resume the run's own state is used instead.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=int, help="Seeds weights, data and noise.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, sample_every,
-         checkpoint_every, out, resume, device, seed, debug):
+         checkpoint_every, out, resume, init_from, device, seed, debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos."""
     from vdm.runtime.backend import resolve_device
 
     settings = build_preset(preset, config, dict(
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
-        lr=lr, ema_decay=ema_decay, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed))
+        lr=lr, ema_decay=ema_decay, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
+        init_from=init_from))
     tc = settings.train
     trainer = Trainer(settings, Path(out or f"runs/{preset}"), resolve_device(device))
     if resume:
         trainer.resume()
         click.echo(f"resumed at step {trainer.step}")
+    elif tc.init_from:
+        fresh = trainer.init_from(tc.init_from)
+        click.echo(f"initialized from {tc.init_from}" + (f"; {len(fresh)} new tensors keep their init" if fresh else ""))
     m = settings.model
     click.echo(f"model: {count_parameters(trainer.model) / 1e6:.2f} M parameters, "
                f"clips {m.frames}x{m.size}x{m.size}, data: {tc.data}, device: {trainer.device}")

@@ -106,6 +106,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(dtype)
 
 
+def self_attention(tokens: torch.Tensor, qkv: nn.Linear, out: nn.Linear, num_heads: int) -> torch.Tensor:
+    """(N, L, C) tokens -> (N, L, C): multi-head self-attention over the L tokens of each of the N rows."""
+    n, length, c = tokens.shape
+    q, k, v = qkv(tokens).reshape(n, length, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
+    # q, k, v: (N, heads, L, C/heads)
+    h = attend(q, k, v).transpose(1, 2).reshape(n, length, c)  # (N, L, C)
+    return out(h)
+
+
 class FactorizedAttention(nn.Module):
     """Spatial self-attention within each frame, then temporal self-attention across frames.
 
@@ -127,24 +136,44 @@ class FactorizedAttention(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def self_attention(self, tokens: torch.Tensor, qkv: nn.Linear, out: nn.Linear) -> torch.Tensor:
-        """(N, L, C) tokens -> (N, L, C)."""
-        n, length, c = tokens.shape
-        q, k, v = qkv(tokens).reshape(n, length, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        # q, k, v: (N, heads, L, C/heads)
-        h = attend(q, k, v).transpose(1, 2).reshape(n, length, c)  # (N, L, C)
-        return out(h)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, hgt, wid = x.shape
         tokens = self.spatial_norm(x).permute(0, 2, 3, 4, 1).reshape(b * t, hgt * wid, c)  # (B*T, H*W, C)
-        h = self.self_attention(tokens, self.spatial_qkv, self.spatial_out)
+        h = self_attention(tokens, self.spatial_qkv, self.spatial_out, self.num_heads)
         x = x + h.reshape(b, t, hgt, wid, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
 
         tokens = self.temporal_norm(x).permute(0, 3, 4, 2, 1).reshape(b * hgt * wid, t, c)  # (B*H*W, T, C)
         tokens = tokens + self.frame_positions(t, x.device).to(tokens.dtype)
-        h = self.self_attention(tokens, self.temporal_qkv, self.temporal_out)
+        h = self_attention(tokens, self.temporal_qkv, self.temporal_out, self.num_heads)
         return x + h.reshape(b, hgt, wid, t, c).permute(0, 4, 3, 1, 2)  # (B, C, T, H, W)
+
+
+class JointAttention(nn.Module):
+    """Self-attention over all T*H*W positions of a clip at once, pre-norm and residual.
+
+    Factorized attention compares a position only with the same position in other frames, so a
+    moving object meets itself there only while it overlaps its old place; here every position sees
+    every frame, so an object's features (its colour, its size) can follow it wherever it moved.
+    Affordable at the low resolutions: 8 frames of 8 x 8 are 512 tokens. The output projection
+    starts at zero, so the block starts as the identity (and can be added to a trained model).
+    """
+
+    def __init__(self, channels: int, num_heads: int, num_groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = PlainNorm(channels, num_groups)
+        self.frame_positions = FramePositions(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, hgt, wid = x.shape
+        tokens = self.norm(x).permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
+        tokens = tokens + self.frame_positions(t, x.device).to(tokens.dtype)[None, :, None, None, :]
+        h = self_attention(tokens.reshape(b, t * hgt * wid, c), self.qkv, self.out, self.num_heads)
+        return x + h.reshape(b, t, hgt, wid, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
 
 
 class Downsample(nn.Module):
@@ -187,14 +216,29 @@ class Embedding(KeepFloat32):
 
 
 class Level(nn.Module):
-    """The residual blocks (each optionally followed by attention) of one UNet level."""
+    """The residual blocks of one UNet level, each optionally followed by factorized attention and
+    then joint attention."""
 
-    def __init__(self, channels_in: list[int], out_ch: int, emb_dim: int, attention: bool, cfg: ModelConfig):
+    def __init__(self, channels_in: list[int], out_ch: int, emb_dim: int, level: int, cfg: ModelConfig):
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(c, out_ch, emb_dim, cfg) for c in channels_in)
         self.attentions = nn.ModuleList(
-            FactorizedAttention(out_ch, cfg.num_heads, cfg.num_groups) if attention else nn.Identity()
-            for _ in channels_in)
+            FactorizedAttention(out_ch, cfg.num_heads, cfg.num_groups) if level in cfg.attention_levels
+            else nn.Identity() for _ in channels_in)
+        # A separate list, so adding joint attention leaves the other weights' names as they were.
+        self.joints = nn.ModuleList(
+            JointAttention(out_ch, cfg.num_heads, cfg.num_groups) if level in cfg.joint_attention_levels
+            else nn.Identity() for _ in channels_in)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, skips: list[torch.Tensor], decoder: bool) -> torch.Tensor:
+        """Encoder: push each block's output onto `skips`. Decoder: pop one skip into each block."""
+        for block, attention, joint in zip(self.blocks, self.attentions, self.joints):
+            if decoder:
+                h = torch.cat([h, skips.pop()], dim=1)
+            h = joint(attention(block(h, emb)))
+            if not decoder:
+                skips.append(h)
+        return h
 
 
 class Unet3D(nn.Module):
@@ -214,7 +258,7 @@ class Unet3D(nn.Module):
         self.downsample = nn.ModuleList()
         for level, width in enumerate(widths):
             ins = [ch] + [width] * (cfg.num_res_blocks - 1)
-            self.down.append(Level(ins, width, emb_dim, level in cfg.attention_levels, cfg))
+            self.down.append(Level(ins, width, emb_dim, level, cfg))
             ch = width
             skips += [width] * cfg.num_res_blocks
             last = level == len(widths) - 1
@@ -224,6 +268,9 @@ class Unet3D(nn.Module):
 
         self.mid_block1 = ResBlock(ch, ch, emb_dim, cfg)
         self.mid_attention = FactorizedAttention(ch, cfg.num_heads, cfg.num_groups)
+        deepest = len(widths) - 1
+        self.mid_joint = (JointAttention(ch, cfg.num_heads, cfg.num_groups) if deepest in cfg.joint_attention_levels
+                          else nn.Identity())
         self.mid_block2 = ResBlock(ch, ch, emb_dim, cfg)
 
         # Decoder: each block takes one skip connection, popped in reverse.
@@ -235,7 +282,7 @@ class Unet3D(nn.Module):
             for _ in range(cfg.num_res_blocks + 1):
                 ins.append(ch + skips.pop())
                 ch = width
-            self.up.append(Level(ins, width, emb_dim, level in cfg.attention_levels, cfg))
+            self.up.append(Level(ins, width, emb_dim, level, cfg))
             self.upsample.append(Upsample(ch, cfg.temporal_downsample) if level > 0 else nn.Identity())
         assert not skips, "every skip connection is consumed"
 
@@ -263,17 +310,13 @@ class Unet3D(nn.Module):
         h = self.conv_in(x.to(self.conv_in.weight.dtype))
         skips = [h]
         for level, down in zip(self.down, self.downsample):
-            for block, attention in zip(level.blocks, level.attentions):
-                h = attention(block(h, emb))
-                skips.append(h)
+            h = level(h, emb, skips, decoder=False)
             if not isinstance(down, nn.Identity):
                 h = down(h)
                 skips.append(h)
-        h = self.mid_block2(self.mid_attention(self.mid_block1(h, emb)), emb)
+        h = self.mid_block2(self.mid_joint(self.mid_attention(self.mid_block1(h, emb))), emb)
         for level, up in zip(self.up, self.upsample):
-            for block, attention in zip(level.blocks, level.attentions):
-                h = attention(block(torch.cat([h, skips.pop()], dim=1), emb))
-            h = up(h)
+            h = up(level(h, emb, skips, decoder=True))
         return self.conv_out(F.silu(self.norm_out(h))).float()
 
     def cast_for_inference(self, dtype: torch.dtype) -> "Unet3D":
