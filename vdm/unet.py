@@ -4,6 +4,8 @@ Encoder of residual 3D conv blocks with downsampling, a middle block with attent
 with skip connections and upsampling. Every residual block's normalization is conditional: its
 scale and shift come from the timestep (and class) embedding. Attention is factorized: spatial
 attention within each frame, then temporal attention across frames with a frame position encoding.
+Optionally (`joint_attention_levels`), low-resolution levels add joint attention over all frames
+and positions at once, so a moving object's features can reach it in every frame.
 
 Written to export: no data-dependent Python branches in forward, no einops. Reduced precision is a
 cast of the network (`cast_for_inference`), with normalization statistics, softmax, and the
