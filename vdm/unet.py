@@ -270,9 +270,8 @@ class Unet3D(nn.Module):
 
         self.mid_block1 = ResBlock(ch, ch, emb_dim, cfg)
         self.mid_attention = FactorizedAttention(ch, cfg.num_heads, cfg.num_groups)
-        deepest = len(widths) - 1
-        self.mid_joint = (JointAttention(ch, cfg.num_heads, cfg.num_groups) if deepest in cfg.joint_attention_levels
-                          else nn.Identity())
+        self.mid_joint = (JointAttention(ch, cfg.num_heads, cfg.num_groups)
+                          if cfg.num_levels - 1 in cfg.joint_attention_levels else nn.Identity())
         self.mid_block2 = ResBlock(ch, ch, emb_dim, cfg)
 
         # Decoder: each block takes one skip connection, popped in reverse.
