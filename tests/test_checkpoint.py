@@ -110,7 +110,7 @@ def test_weights_of_a_different_width_are_a_vdm_error_naming_a_tensor(tmp_path, 
     path = tmp_path / "mismatched.safetensors"
     wider = dataclasses.replace(tiny_model_config, base_channels=16)
     save_checkpoint(path, make_tiny_unet(tiny_model_config).state_dict(), wider, DiffusionConfig())
-    with pytest.raises(VdmError, match=r"tensor .* has shape .* its model config needs") as info:
+    with pytest.raises(VdmError, match=r"tensor .* has shape .* the model config needs") as info:
         load_model(path)
     assert str(path) in str(info.value)
 
@@ -120,7 +120,7 @@ def test_weights_of_a_different_depth_are_a_vdm_error_counting_missing_tensors(t
     path = tmp_path / "mismatched.safetensors"
     deeper = dataclasses.replace(tiny_model_config, num_res_blocks=2)
     save_checkpoint(path, make_tiny_unet(tiny_model_config).state_dict(), deeper, DiffusionConfig())
-    with pytest.raises(VdmError, match=r"weights do not match its model config \(\d+ missing, 0 unexpected"):
+    with pytest.raises(VdmError, match=r"weights do not match the model config \(\d+ missing, 0 unexpected"):
         load_model(path)
 
 

@@ -200,13 +200,13 @@ def test_init_from_with_added_joint_attention_starts_computing_what_the_checkpoi
 
 def test_init_from_refuses_a_checkpoint_with_weights_the_model_lacks(tmp_path, save_tiny_checkpoint):
     ckpt = save_tiny_checkpoint(tmp_path / "joint.safetensors", dataclasses.replace(tiny_model(), joint_attention_levels=(1,)))
-    with pytest.raises(VdmError, match="weights this model lacks, e.g. .*joint"):
+    with pytest.raises(VdmError, match=r"do not match the model config \(0 missing, \d+ unexpected, e.g. .*joint"):
         Trainer(tiny_preset(tiny_model()), tmp_path / "run", CPU).init_from(ckpt)
 
 
 def test_init_from_refuses_a_checkpoint_of_another_width(tmp_path, trained_checkpoint):
     wider = Trainer(tiny_preset(dataclasses.replace(tiny_model(), base_channels=16)), tmp_path, CPU)
-    with pytest.raises(VdmError, match="has shape .* this model needs"):
+    with pytest.raises(VdmError, match="has shape .* the model config needs"):
         wider.init_from(trained_checkpoint)
 
 

@@ -74,18 +74,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Un
     """Rebuild the network from a checkpoint, in eval mode on `device`."""
     state, model_config, diffusion_config, metadata = read_checkpoint(path)
     model = Unet3D(model_config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise VdmError(f"{path}: weights do not match its model config "
-                       f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing + unexpected)[0]})")
-    for name, param in expected.items():
-        if param.shape != state[name].shape:
-            raise VdmError(f"{path}: tensor {name} has shape {tuple(state[name].shape)}, "
-                           f"its model config needs {tuple(param.shape)}")
+    check_weights(state, model.state_dict(), str(path))
     model.load_state_dict(state)
     return model.to(device).eval(), diffusion_config, metadata
+
+
+def check_weights(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str,
+                  allow_missing: bool = False) -> list[str]:
+    """Check a checkpoint's tensors against a model's state dict; return the names the checkpoint lacks.
+
+    Those are an error unless allow_missing (fine-tuning a model that has grown new blocks).
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected or (missing and not allow_missing):
+        raise VdmError(f"{source}: weights do not match the model config ({len(missing)} missing, "
+                       f"{len(unexpected)} unexpected, e.g. {(unexpected + missing)[0]})")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise VdmError(f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
+                           f"the model config needs {tuple(expected[name].shape)}")
+    return missing
 
 
 def file_sha256(path: str | Path) -> str:

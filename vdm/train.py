@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from vdm.atomic import atomic_write_text
-from vdm.checkpoint import load_torch, read_checkpoint, save_checkpoint, save_torch_atomic
+from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_checkpoint, save_torch_atomic
 from vdm.config import (DiffusionConfig, ModelConfig, Preset, from_dict, get_preset, load_config_file,
                         to_dict)
 from vdm.data import ClipDataset, SyntheticShapes, make_dataset
@@ -135,22 +135,14 @@ class Trainer:
         Those keep their initialization: a block added since that starts as the identity (the
         attention blocks' zero output projections) leaves the loaded model computing what it did.
         """
-        state, model_config, diffusion_config, _ = read_checkpoint(path)
+        state, _, diffusion_config, _ = read_checkpoint(path)
         if to_dict(diffusion_config) != to_dict(self.cfg.diffusion):
             raise VdmError(f"--init-from: {path} was trained with diffusion config {to_dict(diffusion_config)}, "
                            f"this run uses {to_dict(self.cfg.diffusion)}")
-        expected = self.model.state_dict()
-        unexpected = sorted(set(state) - set(expected))
-        if unexpected:
-            raise VdmError(f"--init-from: {path} has {len(unexpected)} weights this model lacks, e.g. "
-                           f"{unexpected[0]}; its model config is {to_dict(model_config)}")
-        for name in state:
-            if state[name].shape != expected[name].shape:
-                raise VdmError(f"--init-from: tensor {name} has shape {tuple(state[name].shape)} in {path}, "
-                               f"this model needs {tuple(expected[name].shape)}")
+        missing = check_weights(state, self.model.state_dict(), f"--init-from {path}", allow_missing=True)
         self.model.load_state_dict(state, strict=False)
         self.ema.load_state_dict(self.model.state_dict())
-        return sorted(set(expected) - set(state))
+        return missing
 
     # -- one optimizer step ----------------------------------------------------------------------
     def loss_on(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
