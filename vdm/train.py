@@ -135,11 +135,12 @@ class Trainer:
         Those keep their initialization: a block added since that starts as the identity (the
         attention blocks' zero output projections) leaves the loaded model computing what it did.
         """
-        state, _, diffusion_config, _ = read_checkpoint(path)
+        state, model_config, diffusion_config, _ = read_checkpoint(path)
         if to_dict(diffusion_config) != to_dict(self.cfg.diffusion):
             raise VdmError(f"--init-from: {path} was trained with diffusion config {to_dict(diffusion_config)}, "
                            f"this run uses {to_dict(self.cfg.diffusion)}")
-        missing = check_weights(state, self.model.state_dict(), f"--init-from {path}", allow_missing=True)
+        source = f"--init-from {path} (its model config: {to_dict(model_config)})"
+        missing = check_weights(state, self.model.state_dict(), source, allow_missing=True)
         self.model.load_state_dict(state, strict=False)
         self.ema.load_state_dict(self.model.state_dict())
         return missing
