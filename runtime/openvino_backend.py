@@ -77,7 +77,7 @@ def compiled_precision(compiled) -> str:
 def enable_cache(core, cache_dir: Path) -> Path | None:
     """Cache compiled models in `cache_dir` (kept in the bundle); None when the bundle is read-only."""
     try:
-        cache_dir.mkdir(exist_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
     if not os.access(cache_dir, os.W_OK):
@@ -105,7 +105,9 @@ class OpenVINOBackend(Backend):
         core = ov.Core()
         capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         self.requested_precision, self.reason = choose_precision(precision, capabilities)
-        self.cache_dir = enable_cache(core, bundle.root / CACHE_NAME)
+        # One cache folder per requested precision: OpenVINO 2026.4's cache key ignores a bf16 hint on
+        # an AVX-512 CPU without bf16 units, and loading the fp32 blob under that hint computed NaN.
+        self.cache_dir = enable_cache(core, bundle.root / CACHE_NAME / self.requested_precision)
         self.compiled = self._compile(core, bundle.file("fp32"), threads)
         self.precision = compiled_precision(self.compiled)
         if self.precision != self.requested_precision:  # OpenVINO ignored the hint (see the module docstring)

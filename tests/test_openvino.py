@@ -142,9 +142,21 @@ def test_compiled_model_is_cached_in_the_bundle_and_reused(tiny, tmp_path):
     bundle = shutil.copytree(tiny[1], tmp_path / "bundle", ignore=shutil.ignore_patterns(CACHE_NAME))
     first = load_backend("openvino", bundle, device="cpu", precision="fp32", threads=1)
     assert "compiled, cached" in first.describe()
-    assert any((bundle / CACHE_NAME).glob("*.blob"))
+    assert any((bundle / CACHE_NAME).glob("*/*.blob"))
     second = load_backend("openvino", bundle, device="cpu", precision="fp32", threads=1)
     assert "loaded from the cache" in second.describe()
+
+
+def test_each_requested_precision_has_its_own_cache(tiny, tmp_path):
+    # On an AVX-512 CPU without bf16 units, OpenVINO 2026.4 loaded the fp32 blob for a bf16 hint and
+    # computed NaN: blobs compiled under different hints must never share a folder.
+    bundle = shutil.copytree(tiny[1], tmp_path / "bundle", ignore=shutil.ignore_patterns(CACHE_NAME))
+    load_backend("openvino", bundle, device="cpu", precision="fp32", threads=1)
+    bf16 = load_backend("openvino", bundle, device="cpu", precision="bf16", threads=1)
+    assert "compiled, cached" in bf16.describe()
+    assert sorted(p.name for p in (bundle / CACHE_NAME).iterdir()) == ["bf16", "fp32"]
+    out = bf16.predict(torch.randn(1, 3, 4, 8, 8), torch.tensor([500]), None)
+    assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("flags, expected", [({"avx2"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"),
