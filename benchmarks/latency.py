@@ -65,7 +65,7 @@ from vdm.atomic import atomic_path, atomic_write_text
 from vdm.checkpoint import file_sha256, read_checkpoint, save_checkpoint
 from vdm.config import DiffusionConfig, ModelConfig, check_video_shape, get_preset, presets, to_dict
 from vdm.errors import VdmError
-from vdm.export.parity import PSNR_CAP_DB
+from vdm.fidelity import PSNR_CAP_DB
 from vdm.runtime.backend import Backend, load_backend, resolve_device
 from vdm.runtime.bundle import read_bundle
 from vdm.runtime.generator import VideoGenerator

@@ -1,6 +1,6 @@
 """Inference: the sampling loop and its backends (torch, onnxruntime, tensorrt, openvino)."""
 from vdm.runtime.backend import BACKENDS, Backend, load_backend
 from vdm.runtime.generator import VideoGenerator
-from vdm.runtime.sampling import SamplingOptions, sample
+from vdm.runtime.sampling import sample, sampler_for
 
-__all__ = ["BACKENDS", "Backend", "SamplingOptions", "VideoGenerator", "load_backend", "sample"]
+__all__ = ["BACKENDS", "Backend", "VideoGenerator", "load_backend", "sample", "sampler_for"]

@@ -9,13 +9,9 @@ import torch
 from tqdm import tqdm
 
 from vdm.errors import VdmError, cli_errors
-from vdm.runtime.backend import BACKENDS
+from vdm.runtime.backend import BACKENDS, synchronize
 from vdm.runtime.precision import PRECISIONS
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS
 
 
 def write_outputs(videos: torch.Tensor, out: Path, fps: int) -> list[Path]:
@@ -57,9 +53,10 @@ def backend_options(backend: str, precision: str, provider: str | None, cuda_gra
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="torch/openvino compute precision; auto picks bf16 on CPUs with bf16 matrix units, fp16 on CUDA.")
-@click.option("--sampler", default="ddim", show_default=True, type=click.Choice(["ddim", "ddpm"]))
-@click.option("--steps", default=50, show_default=True, type=int, help="Sampling steps (network calls).")
-@click.option("--eta", default=0.0, show_default=True, type=float, help="DDIM noise (0 = deterministic).")
+@click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, type=click.Choice(list(SAMPLERS)))
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="Sampling steps (network calls).")
+@click.option("--spacing", type=click.Choice(SPACINGS), help="Timesteps of the steps (default: the sampler's own).")
+@click.option("--eta", default=0.0, show_default=True, type=float, help="DDIM noise (0 = deterministic; ddim only).")
 @click.option("--num-samples", "-n", default=4, show_default=True, type=int)
 @click.option("--frames", type=int, help="Frames T (default: the model's).")
 @click.option("--size", type=int, help="Frame size H = W (default: the model's).")
@@ -74,7 +71,7 @@ def backend_options(backend: str, precision: str, provider: str | None, cuda_gra
 @click.option("--compile", is_flag=True, help="torch.compile the network (torch backend).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, sampler, steps, eta, num_samples, frames, size, seed, guidance,
+def main(model, backend, device, precision, sampler, steps, spacing, eta, num_samples, frames, size, seed, guidance,
          class_label, out, fps, provider, cuda_graph, compile, debug):
     """Generate videos from MODEL (a checkpoint .safetensors or an exported bundle directory).
 
@@ -94,7 +91,9 @@ def main(model, backend, device, precision, sampler, steps, eta, num_samples, fr
     click.echo(f"backend: {generator.backend.describe()}, loaded in {load_s:.2f} s")
 
     # A bad request fails before any work or progress bar.
-    generator.check_request(num_samples, frames, size, size, steps, sampler, guidance, class_label)
+    _, plan = generator.check_request(num_samples, frames, size, size, steps, sampler, guidance, class_label,
+                                      spacing, eta)
+    click.echo(f"sampler: {plan.describe()}")
     bar = tqdm(total=steps, desc="sampling", unit="step", dynamic_ncols=True)
     step_times: list[float] = []
     last = [time.perf_counter()]
@@ -110,7 +109,7 @@ def main(model, backend, device, precision, sampler, steps, eta, num_samples, fr
     start = time.perf_counter()
     videos = generator.generate(num_samples, num_frames=frames, height=size, width=size, num_steps=steps,
                                 sampler=sampler, seed=seed, guidance=guidance, class_label=class_label,
-                                eta=eta, on_step=on_step)
+                                eta=eta, spacing=spacing, on_step=on_step)
     synchronize(generator.device)
     total_s = time.perf_counter() - start
     bar.close()

@@ -1,13 +1,15 @@
 """VideoGenerator: the Python API. Loads a checkpoint or bundle on a backend and generates videos."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend, load_backend
-from vdm.runtime.sampling import SamplingOptions, ddim_invert, initial_noise, sample, slerp, step_generator
+from vdm.runtime.sampling import ddim_invert, initial_noise, sample, sampler_for, slerp, step_generator
+from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, Sampler
 
 
 class VideoGenerator:
@@ -32,17 +34,16 @@ class VideoGenerator:
         return self.backend.model_config
 
     def check_request(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
-                      width: int | None = None, num_steps: int = 50, sampler: str = "ddim",
-                      guidance: float = 1.0, class_label: int | None = None) -> tuple[int, ...]:
-        """Check a generate() request before any work; returns the (N, C, T, H, W) shape to sample."""
+                      width: int | None = None, num_steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
+                      guidance: float = 1.0, class_label: int | None = None, spacing: str | None = None,
+                      eta: float = 0.0) -> tuple[tuple[int, ...], Sampler]:
+        """Check a generate() request before any work: the (N, C, T, H, W) shape to sample, and the sampler."""
         cfg = self.model_config
-        total = self.backend.diffusion_config.num_timesteps
         if num_samples < 1:
             raise VdmError("num_samples must be at least 1")
-        if not 1 <= num_steps <= total:
-            raise VdmError(f"steps must be in 1..{total} (the model's training timesteps), got {num_steps}")
-        if sampler not in ("ddpm", "ddim"):
-            raise VdmError(f"unknown sampler {sampler!r}; use ddpm or ddim")
+        plan = sampler_for(self.backend, sampler, num_steps, spacing, eta)  # VdmError on a bad name/steps/eta
+        if not math.isfinite(guidance):
+            raise VdmError(f"guidance must be a finite number, got {guidance}")
         if class_label is not None and not cfg.conditional:
             raise VdmError("this model is unconditional; it takes no class label")
         if class_label is not None and not 0 <= class_label < cfg.num_classes:
@@ -52,35 +53,39 @@ class VideoGenerator:
         shape = (num_samples, cfg.in_channels, num_frames or cfg.frames, height or cfg.size, width or cfg.size)
         # Guidance runs the conditional and null-class halves as one batch of twice the size.
         self.backend.check_shape(num_samples * (2 if guidance != 1.0 else 1), *shape[2:])
-        return shape
+        return shape, plan
 
     def generate(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
-                 width: int | None = None, num_steps: int = 50, sampler: str = "ddim", seed: int | None = None,
-                 guidance: float = 1.0, class_label: int | None = None, eta: float = 0.0,
-                 on_step=None) -> torch.Tensor:
-        """(num_samples, C, T, H, W) videos in [-1, 1]; shapes left as None are the model's training shape."""
-        shape = self.check_request(num_samples, num_frames, height, width, num_steps, sampler, guidance,
-                                   class_label)
-        options = SamplingOptions(sampler=sampler, num_steps=num_steps, eta=eta, guidance=guidance)
+                 width: int | None = None, num_steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
+                 seed: int | None = None, guidance: float = 1.0, class_label: int | None = None, eta: float = 0.0,
+                 spacing: str | None = None, on_step=None) -> torch.Tensor:
+        """(num_samples, C, T, H, W) videos in [-1, 1]; shapes left as None are the model's training shape.
+
+        sampler: ddim, ddpm, dpm++2m or unipc (vdm.samplers); spacing: linspace, leading, trailing or
+        logsnr (None: the sampler's own default); eta: DDIM's noise (0 = deterministic).
+        """
+        shape, plan = self.check_request(num_samples, num_frames, height, width, num_steps, sampler, guidance,
+                                         class_label, spacing, eta)
         y = None if class_label is None else torch.full((num_samples,), class_label, dtype=torch.long,
                                                          device=self.device)
         noise = initial_noise(shape, seed, self.device)
-        return sample(self.backend, noise, options, y, step_generator(seed, self.device), on_step)
+        return sample(self.backend, noise, plan, y, guidance, step_generator(seed, self.device), on_step=on_step)
 
     def invert(self, video: torch.Tensor, num_steps: int = 50) -> torch.Tensor:
-        """DDIM inversion: clean videos (B, C, T, H, W) in [-1, 1] -> their x_T."""
+        """DDIM inversion: clean videos (B, C, T, H, W) in [-1, 1] -> their x_T under DDIM with num_steps."""
         video = torch.as_tensor(video, dtype=torch.float32, device=self.device)
         if video.ndim == 4:
             video = video.unsqueeze(0)
-        self.check_request(video.shape[0], *video.shape[2:], num_steps=num_steps)
-        return ddim_invert(self.backend, video, num_steps)
+        _, plan = self.check_request(video.shape[0], *video.shape[2:], num_steps=num_steps, sampler="ddim")
+        return ddim_invert(self.backend, video, plan.timesteps)
 
     def interpolate(self, video1: torch.Tensor, video2: torch.Tensor, num_steps: int = 50,
-                    num_interp_frames: int = 8) -> torch.Tensor:
+                    num_interp_frames: int = 8, sampler: str = "ddim", decode_steps: int | None = None) -> torch.Tensor:
         """`num_interp_frames` videos (N, C, T, H, W) morphing from video1 to video2 (each (C, T, H, W)).
 
-        Both are DDIM-inverted to noise, the noises are spherically interpolated, and each is decoded
-        with deterministic DDIM; the end points reconstruct the inputs.
+        Both are DDIM-inverted to noise with `num_steps` steps, the noises are spherically
+        interpolated, and each is decoded with `sampler` in `decode_steps` (default: num_steps) steps.
+        With ddim at the same step count, the end points reconstruct the inputs.
         """
         if num_interp_frames < 2:
             raise VdmError("num_interp_frames must be at least 2 (the two end points)")
@@ -88,8 +93,9 @@ class VideoGenerator:
         v2 = torch.as_tensor(video2, dtype=torch.float32, device=self.device)
         if v1.shape != v2.shape:
             raise VdmError(f"videos to interpolate must share a shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        _, plan = self.check_request(num_interp_frames, *v1.shape[1:], num_steps=decode_steps or num_steps,
+                                     sampler=sampler)
         z1, z2 = self.invert(torch.stack([v1, v2]), num_steps)
         weights = [i / (num_interp_frames - 1) for i in range(num_interp_frames)]
         noise = torch.stack([slerp(z1, z2, w) for w in weights])  # (N, C, T, H, W)
-        self.backend.check_shape(num_interp_frames, *noise.shape[2:])
-        return sample(self.backend, noise, SamplingOptions(sampler="ddim", num_steps=num_steps))
+        return sample(self.backend, noise, plan)

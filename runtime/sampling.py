@@ -1,30 +1,21 @@
-"""The sampling loop, written once for every backend: DDPM/DDIM, classifier-free guidance, DDIM inversion.
+"""The sampling loop, written once for every backend and sampler: classifier-free guidance,
+seeding, DDIM inversion.
 
-The latent stays on the backend's device in float32 for the whole loop; per-step coefficients are
-Python floats taken from the float64 schedule, so no step copies anything to or from the host.
+The loop asks the network for its prediction and hands it to a sampler (vdm/samplers.py), which
+owns the update rule and any multistep state. The latent stays on the backend's device in float32
+for the whole loop; per-step coefficients are Python floats taken from the float64 schedule, so no
+step copies anything to or from the host.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
-from vdm.diffusion import (Schedule, abar_before, ddim_sigma, ddim_step, ddpm_step, sampling_timesteps,
-                           split_prediction)
+from vdm.diffusion import Schedule, split_prediction
 from vdm.runtime.backend import Backend
-
-SamplerKind = Literal["ddpm", "ddim"]
-
-
-@dataclass
-class SamplingOptions:
-    sampler: SamplerKind = "ddim"  # DDIM (deterministic at eta=0) or DDPM ancestral sampling
-    num_steps: int = 50  # network calls (a respaced subset of the training timesteps)
-    eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 matches DDPM's variance
-    guidance: float = 1.0  # classifier-free guidance scale (1 = plain conditional prediction)
-    clip_x0: bool = True  # clamp the predicted clean video to [-1, 1] at each step
+from vdm.samplers import Sampler, make_sampler
 
 
 def guided_prediction(backend: Backend, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
@@ -51,49 +42,49 @@ def step_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     return torch.Generator(device=device).manual_seed(seed + 1)
 
 
-def sample(backend: Backend, noise: torch.Tensor, options: SamplingOptions, y: torch.Tensor | None = None,
-           generator: torch.Generator | None = None,
+def sampler_for(backend: Backend, name: str, num_steps: int, spacing: str | None = None,
+                eta: float = 0.0) -> Sampler:
+    """Sampler `name` (vdm.samplers.SAMPLERS) on the training schedule of the backend's model."""
+    alphas_cumprod = Schedule.from_config(backend.diffusion_config).alphas_cumprod
+    return make_sampler(name, alphas_cumprod, num_steps, spacing, eta)
+
+
+def sample(backend: Backend, noise: torch.Tensor, sampler: Sampler, y: torch.Tensor | None = None,
+           guidance: float = 1.0, generator: torch.Generator | None = None, clip_x0: bool = True,
            on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Denoise x_T = noise (B, C, T, H, W) into videos (B, C, T, H, W) in [-1, 1]."""
-    schedule = Schedule.from_config(backend.diffusion_config)
-    timesteps = sampling_timesteps(schedule.num_timesteps, options.num_steps)
-    batch = noise.shape[0]
-    t_all = torch.tensor(timesteps, device=noise.device).unsqueeze(1).expand(-1, batch)  # (steps, B), one copy
+    """Denoise x_T = noise (B, C, T, H, W) into videos (B, C, T, H, W) in [-1, 1].
+
+    One network call per sampler step; `clip_x0` clamps each predicted clean video to [-1, 1].
+    """
+    prediction = backend.diffusion_config.prediction
+    sampler.reset()
+    num_steps = len(sampler.timesteps)
+    t_all = torch.tensor(sampler.timesteps, device=noise.device).unsqueeze(1).expand(-1, noise.shape[0])  # (steps, B)
     x = noise.float()
-    for i, t in enumerate(timesteps):
-        out = guided_prediction(backend, x, t_all[i], y, options.guidance)
-        abar_t = float(schedule.alphas_cumprod[t])
-        abar_prev = abar_before(schedule.alphas_cumprod, timesteps, i)
-        x0, eps = split_prediction(out, x, abar_t, schedule.prediction, options.clip_x0)
-        last = i == len(timesteps) - 1
-        if options.sampler == "ddim":
-            sigma = 0.0 if last else ddim_sigma(abar_t, abar_prev, options.eta)
-            z = torch.randn(x.shape, generator=generator, device=x.device) if sigma > 0 else None
-            x = ddim_step(x0, eps, abar_prev, sigma, z)
-        elif options.sampler == "ddpm":
-            z = None if last else torch.randn(x.shape, generator=generator, device=x.device)
-            x = ddpm_step(x, x0, abar_t, abar_prev, z)
-        else:
-            raise ValueError(f"unknown sampler {options.sampler!r}; use 'ddpm' or 'ddim'")
+    for i in range(num_steps):
+        out = guided_prediction(backend, x, t_all[i], y, guidance)
+        x0, eps = split_prediction(out, x, sampler.abars[i], prediction, clip_x0)
+        x = sampler.step(i, x, x0, eps, generator)
         if on_step is not None:
-            on_step(i, len(timesteps))
+            on_step(i, num_steps)
     return x.clamp(-1, 1)
 
 
-def ddim_invert(backend: Backend, video: torch.Tensor, num_steps: int, y: torch.Tensor | None = None,
+def ddim_invert(backend: Backend, video: torch.Tensor, timesteps: list[int], y: torch.Tensor | None = None,
                 guidance: float = 1.0) -> torch.Tensor:
-    """Run deterministic DDIM backwards: a clean video (B, C, T, H, W) -> the x_T that DDIM decodes to it."""
-    schedule = Schedule.from_config(backend.diffusion_config)
-    timesteps = sampling_timesteps(schedule.num_timesteps, num_steps)[::-1]  # ascending: clean -> noise
+    """Run deterministic DDIM backwards over `timesteps` (a DDIM plan, noisiest first): a clean video
+    (B, C, T, H, W) -> the x_T that DDIM on that plan decodes back to it."""
+    alphas_cumprod = Schedule.from_config(backend.diffusion_config).alphas_cumprod
+    prediction = backend.diffusion_config.prediction
     batch = video.shape[0]
     x = video.float()
     abar_cur = 1.0
-    for t in timesteps:
+    for t in reversed(timesteps):  # ascending: clean -> noise
         t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
         out = guided_prediction(backend, x, t_batch, y, guidance)
-        abar_next = float(schedule.alphas_cumprod[t])
+        abar_next = float(alphas_cumprod[t])
         # The network sees x at the next timestep: the usual first-order DDIM-inversion approximation.
-        _, eps = split_prediction(out, x, abar_next, schedule.prediction, clip=False)
+        _, eps = split_prediction(out, x, abar_next, prediction, clip=False)
         x0 = (x - math.sqrt(1 - abar_cur) * eps) / math.sqrt(abar_cur)
         x = math.sqrt(abar_next) * x0 + math.sqrt(1 - abar_next) * eps
         abar_cur = abar_next

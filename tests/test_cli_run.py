@@ -121,3 +121,29 @@ def test_vdm_run_refuses_fp16_on_the_cpu(tmp_path, tiny_checkpoint):
 def test_vdm_run_with_debug_lets_the_error_propagate_with_its_traceback(tmp_path):
     with pytest.raises(VdmError, match="does not exist"):
         vdm_run(tmp_path / "nowhere.safetensors", "--device", "cpu", "--debug", catch_exceptions=False)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++2m", "unipc"])
+def test_vdm_run_takes_every_sampler_and_says_which_plan_it_runs(tmp_path, tiny_checkpoint, sampler):
+    result = vdm_run(tiny_checkpoint, "--sampler", sampler, "--spacing", "trailing", "--steps", 3, "-n", 1,
+                     "--out", tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"sampler: {sampler}, 3 steps, trailing spacing" in result.output
+    assert (tmp_path / "out" / "sample_000.mp4").is_file()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--sampler", "unipc", "--eta", 0.5),
+     "error: eta applies to the ddim sampler only; unipc takes no eta (leave it at 0)"),
+    (("--sampler", "ddim", "--eta", "nan"), "error: eta must be a finite number >= 0, got nan"),
+])
+def test_vdm_run_refuses_an_eta_the_sampler_cannot_take_before_any_work(tmp_path, tiny_checkpoint, flags, message):
+    result = vdm_run(tiny_checkpoint, *flags, "--out", tmp_path / "out", "--device", "cpu")
+    assert assert_user_error(result).strip().splitlines()[-1] == message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--sampler", "euler"), ("--spacing", "quadratic")])
+def test_vdm_run_refuses_an_unknown_sampler_or_spacing_as_a_usage_error(tmp_path, tiny_checkpoint, flag, value):
+    result = vdm_run(tiny_checkpoint, flag, value, "--out", tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output

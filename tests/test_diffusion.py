@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vdm.config import DiffusionConfig
-from vdm.diffusion import (Schedule, abar_before, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather,
-                           linear_betas, q_sample, sampling_timesteps, split_prediction, training_loss, v_target)
+from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, linear_betas, q_sample,
+                           split_prediction, training_loss, v_target)
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -194,36 +194,3 @@ def test_ddpm_last_step_returns_x0_exactly(consistent_step):
     x_t, x0, _, abar_t, _ = consistent_step
     out = ddpm_step(x_t, x0, abar_t, 1.0, randn(*x_t.shape, seed=9))
     assert torch.equal(out, x0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Respacing
-
-
-@pytest.mark.parametrize("num_steps", [2, 20, 50, 100, 1000])
-def test_sampling_timesteps_visit_num_steps_distinct_steps_from_t_minus_one_down_to_zero(num_steps):
-    ts = sampling_timesteps(1000, num_steps)
-    assert len(ts) == num_steps
-    assert ts[0] == 999 and ts[-1] == 0
-    assert all(a > b for a, b in zip(ts, ts[1:]))
-
-
-def test_sampling_timesteps_with_every_step_is_plain_ddpm():
-    assert sampling_timesteps(1000, 1000) == list(range(999, -1, -1))
-
-
-def test_a_single_sampling_step_starts_from_the_noisiest_timestep():
-    assert sampling_timesteps(1000, 1) == [999]
-
-
-@pytest.mark.parametrize("num_steps", [0, -5, 1001])
-def test_sampling_timesteps_refuses_step_counts_outside_one_to_t(num_steps):
-    with pytest.raises(ValueError, match="num_steps must be in 1..1000"):
-        sampling_timesteps(1000, num_steps)
-
-
-def test_abar_before_the_last_step_is_clean_data():
-    s = schedule()
-    ts = sampling_timesteps(1000, 3)  # [999, 500, 0]
-    assert abar_before(s.alphas_cumprod, ts, 0) == s.alphas_cumprod[500]
-    assert abar_before(s.alphas_cumprod, ts, 2) == 1.0

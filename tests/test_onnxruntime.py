@@ -38,8 +38,9 @@ def test_onnxruntime_videos_match_torch_from_the_same_seed(tiny_bundle, torch_vi
     assert psnr(videos, torch_videos) >= min_db
 
 
-def test_ddpm_sampling_matches_torch_too(tiny_bundle, tiny_bundle_checkpoint):
-    args = dict(num_samples=1, num_steps=4, sampler="ddpm", seed=11)
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++2m", "unipc"])
+def test_every_sampler_gives_torchs_videos_from_the_same_seed(tiny_bundle, tiny_bundle_checkpoint, sampler):
+    args = dict(num_samples=1, num_steps=6, sampler=sampler, seed=11)
     ref = VideoGenerator(tiny_bundle_checkpoint, backend="torch", device="cpu").generate(**args)
     out = VideoGenerator(tiny_bundle, backend="onnxruntime", device="cpu").generate(**args)
     assert psnr(out, ref) >= 40.0

@@ -133,7 +133,7 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl lines
     sample_every: int = 500  # steps between sample videos (0 = only at the end)
     checkpoint_every: int = 250  # steps between checkpoints
-    sample_steps: int = 50  # DDIM steps for the sample videos
+    sample_steps: int = 6  # steps of the sample videos, with vdm-run's default sampler (UniPC)
     num_samples: int = 4  # videos in each sample grid
 
 

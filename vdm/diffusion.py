@@ -137,19 +137,3 @@ def ddpm_step(x_t: torch.Tensor, x0: torch.Tensor, abar_t: float, abar_prev: flo
     if noise is None or variance <= 0:
         return mean
     return mean + math.sqrt(variance) * noise
-
-
-def sampling_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
-    """The evenly spaced subset of training timesteps a sampler visits, from the noisiest down.
-
-    num_steps = num_timesteps gives every timestep (plain DDPM).
-    """
-    if not 1 <= num_steps <= num_timesteps:
-        raise ValueError(f"num_steps must be in 1..{num_timesteps}, got {num_steps}")
-    ts = np.linspace(num_timesteps - 1, 0, num_steps).round().astype(np.int64)
-    return sorted(set(ts.tolist()), reverse=True)
-
-
-def abar_before(alphas_cumprod: np.ndarray, timesteps: list[int], i: int) -> float:
-    """alpha_bar of the step after timesteps[i] in the sampling order (1.0 after the last: clean data)."""
-    return float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0

@@ -17,8 +17,8 @@ import click
 import torch
 
 from vdm.errors import VdmError, cli_errors
-from vdm.runtime.backend import BACKENDS, Backend
-from vdm.runtime.cli import synchronize
+from vdm.runtime.backend import BACKENDS, Backend, synchronize
+from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS
 
 HELD_OUT_SEED = 10_000  # data (and noise) seed of the held-out clips; training uses TrainConfig.seed (0)
 LOSS_BATCH_SIZE = 8  # clips per held-out loss batch
@@ -79,15 +79,16 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, json_path: str 
 @click.option("--backend", default="torch", show_default=True, type=click.Choice(list(BACKENDS)))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--num-samples", "-n", default=16, show_default=True, type=int, help="Videos to generate and score.")
-@click.option("--steps", default=50, show_default=True, type=int, help="Sampling steps (network calls).")
-@click.option("--sampler", default="ddim", show_default=True, type=click.Choice(["ddim", "ddpm"]))
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="Sampling steps (network calls).")
+@click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, type=click.Choice(list(SAMPLERS)))
+@click.option("--spacing", type=click.Choice(SPACINGS), help="Timesteps of the steps (default: the sampler's own).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled videos.")
 @click.option("--loss-batches", default=4, show_default=True, type=int,
               help=f"Held-out batches of {LOSS_BATCH_SIZE} clips for the denoising loss; 0 skips it.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full report here.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, num_samples, steps, sampler, seed, loss_batches, json_path, debug):
+def main(model, backend, device, num_samples, steps, sampler, spacing, seed, loss_batches, json_path, debug):
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
@@ -110,7 +111,8 @@ def main(model, backend, device, num_samples, steps, sampler, seed, loss_batches
     click.echo(f"backend: {generator.backend.describe()}, loaded in {seconds['load']:.2f} s")
 
     start = time.perf_counter()
-    videos = generator.generate(num_samples, num_steps=steps, sampler=sampler, seed=seed)  # (N, C, T, H, W)
+    videos = generator.generate(num_samples, num_steps=steps, sampler=sampler, spacing=spacing,
+                                seed=seed)  # (N, C, T, H, W)
     synchronize(generator.device)
     seconds["sample"] = time.perf_counter() - start
     click.echo(f"sampled {num_samples} videos {tuple(videos.shape[1:])} ({sampler}, {steps} steps, "
@@ -132,7 +134,8 @@ def main(model, backend, device, num_samples, steps, sampler, seed, loss_batches
     if json_path is not None:
         result = {
             "model": str(model), "backend": generator.backend.describe(), "num_samples": num_samples,
-            "steps": steps, "sampler": sampler, "seed": seed, "video_shape": list(videos.shape[1:]),
+            "steps": steps, "sampler": sampler, "spacing": spacing or SAMPLERS[sampler].default_spacing,
+            "seed": seed, "video_shape": list(videos.shape[1:]),
             "held_out_loss": loss, "loss_batches": loss_batches, "loss_batch_size": LOSS_BATCH_SIZE,
             "held_out_seed": HELD_OUT_SEED, "seconds": seconds, **report.to_dict(),
         }
