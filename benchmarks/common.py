@@ -1,0 +1,84 @@
+"""What every benchmark report states beside its figures: the machine, its CPU flags, the software
+versions, the date and the command line; and the one way benchmarks time work on a device."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from vdm.runtime.backend import synchronize
+from vdm.runtime.precision import cpu_flags
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")  # what decides CPU speed
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    flags = cpu_flags()
+    info = {"cpu": cpu_model(), "cpu_flags": {f: f in flags for f in CPU_FLAGS},
+            "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "gpu": None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def software_versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("onnxruntime", "openvino", "onnx", "numpy", "tensorrt", "vdm"):
+        try:
+            versions[name] = str(__import__(name).__version__)
+        except Exception:  # absent, or broken on import: either way not usable here
+            versions[name] = None
+    return versions
+
+
+def run_facts(module: str, argv: list[str]) -> dict:
+    """The machine, versions, UTC date and command line of a run of `python -m module argv...`."""
+    return {"machine": machine_info(), "versions": software_versions(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", "-m", module, *argv])}
+
+
+def facts_markdown(facts: dict) -> list[str]:
+    """Markdown bullet lines for run_facts()."""
+    m, v = facts["machine"], facts["versions"]
+    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in m["cpu_flags"].items())
+    versions = ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
+    return [f"- machine: {m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable), load average "
+            f"at start {' / '.join(map(str, m['load_average_at_start']))}; GPU: {m['gpu'] or 'none'}",
+            f"- CPU flags: {flags}",
+            f"- versions: {versions}",
+            f"- date: {facts['date']}",
+            f"- command: `{facts['command']}`"]
+
+
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one fn() takes: CUDA events on the current stream on a GPU, perf_counter on the CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    synchronize(device)
+    start_s = time.perf_counter()
+    fn()
+    return time.perf_counter() - start_s
