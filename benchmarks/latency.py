@@ -2,7 +2,7 @@
 
     python benchmarks/latency.py MODEL | --preset tiny|small|base
         [--backends torch,torch-compile,onnxruntime,onnxruntime-cudagraph,tensorrt,openvino]
-        [--precisions fp32,fp16,bf16] [--batch 1,4] [--frames T] [--size S] [--sampler ddim] [--steps N]
+        [--precisions fp32,fp16,bf16] [--batch 1,4] [--frames T] [--size S] [--sampler unipc] [--steps N]
         [--device cpu|cuda] [--quick] [--name NAME] [--out benchmarks/results] [--calls N] [--threads N]
 
 MODEL is a checkpoint (.safetensors; it is copied first, so a training run that replaces it cannot
@@ -71,6 +71,7 @@ from vdm.runtime.bundle import read_bundle
 from vdm.runtime.generator import VideoGenerator
 from vdm.runtime.precision import cpu_flags
 from vdm.runtime.sampling import initial_noise
+from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from vdm.unet import Unet3D
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -197,8 +198,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=comma_list(cast=int), help="default: 1,4 (quick: 1)")
     p.add_argument("--frames", type=int, help="T (default: the model's)")
     p.add_argument("--size", type=int, help="H = W (default: the model's)")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
-    p.add_argument("--steps", type=int, help="sampler steps per video (default 50; quick: 5)")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=list(SAMPLERS))
+    p.add_argument("--steps", type=int, help=f"sampler steps per video (default {DEFAULT_STEPS}; quick: 5)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda when there is one)")
     p.add_argument("--quick", action="store_true", help="a smoke run; see the module docstring")
     p.add_argument("--name", help="results folder name (default <model>-<device>-<date>)")
@@ -224,7 +225,7 @@ def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Setti
         """The flag's value when given, else the normal or --quick default."""
         return value if value is not None else (fast if quick else normal)
 
-    counts = {"calls": pick(args.calls, 30, 5), "videos": pick(args.videos, 3, 2), "steps": pick(args.steps, 50, 5)}
+    counts = {"calls": pick(args.calls, 30, 5), "videos": pick(args.videos, 3, 2), "steps": pick(args.steps, DEFAULT_STEPS, 5)}
     if min(counts.values()) < 1:
         p.error("--steps, --calls and --videos must be at least 1")
     counts["warmup"] = pick(args.warmup, 5, 3)
