@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -12,21 +11,12 @@ from typing import Callable
 
 import torch
 
+from vdm.machine import cpu_flags, cpu_model, software_versions
 from vdm.runtime.backend import synchronize
-from vdm.runtime.precision import cpu_flags
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PACKAGES = ("onnxruntime", "openvino", "onnx", "numpy", "tensorrt")  # versions every report states
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")  # what decides CPU speed
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict:
@@ -39,19 +29,9 @@ def machine_info() -> dict:
     return info
 
 
-def software_versions() -> dict[str, str | None]:
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("onnxruntime", "openvino", "onnx", "numpy", "tensorrt", "vdm"):
-        try:
-            versions[name] = str(__import__(name).__version__)
-        except Exception:  # absent, or broken on import: either way not usable here
-            versions[name] = None
-    return versions
-
-
 def run_facts(module: str, argv: list[str]) -> dict:
     """The machine, versions, UTC date and command line of a run of `python -m module argv...`."""
-    return {"machine": machine_info(), "versions": software_versions(),
+    return {"machine": machine_info(), "versions": software_versions(PACKAGES),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": shlex.join(["python", "-m", module, *argv])}
 

@@ -67,7 +67,7 @@ from vdm.config import DiffusionConfig, ModelConfig, check_video_shape, get_pres
 from vdm.errors import VdmError
 from vdm.fidelity import PSNR_CAP_DB
 from vdm.runtime.backend import Backend, load_backend, resolve_device
-from vdm.runtime.bundle import read_bundle
+from vdm.bundle import read_bundle
 from vdm.runtime.generator import VideoGenerator
 from vdm.runtime.precision import cpu_flags
 from vdm.runtime.sampling import initial_noise

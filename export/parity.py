@@ -38,7 +38,7 @@ def parity_cases(model: Unet3D, batch: int, frames: int, height: int, width: int
         feed = {"x": torch.randn(batch, cfg.in_channels, frames, height, width, generator=g),
                 "t": torch.full((batch,), t, dtype=torch.long)}
         if cfg.conditional:
-            feed["y"] = torch.randint(0, cfg.num_classes + 1, (batch,), generator=g)
+            feed["y"] = torch.randint(0, cfg.null_class + 1, (batch,), generator=g)  # incl. the null class
         cases.append(feed)
     return cases
 

@@ -7,24 +7,19 @@ a previous bundle exactly as it was.
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-import vdm
-from vdm.atomic import atomic_write_text
+from vdm.bundle import FORMAT, FORMAT_VERSION, MANIFEST_NAME, network_file, read_bundle, write_manifest
 from vdm.checkpoint import file_sha256, load_model
 from vdm.config import check_video_shape, to_dict
 from vdm.errors import VdmError
 from vdm.export.onnx_export import Exporter, ExportShapes, export_onnx
 from vdm.export.parity import TOLERANCE, measure_parity, parity_cases
-from vdm.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST_NAME, read_bundle
+from vdm.machine import software_versions
 
 
 class ParityError(VdmError):
@@ -45,20 +40,6 @@ class ExportOptions:
     max_frames: int = 128
     exporter: Exporter = "dynamo"
     external_data: bool | None = None  # None: only when the weights approach protobuf's 2 GB limit
-
-
-def software_versions() -> dict[str, str]:
-    versions = {"vdm": vdm.__version__, "python": platform.python_version(), "torch": torch.__version__}
-    for name in ("onnx", "onnxruntime", "onnxscript"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
-    return versions
-
-
-def network_file(precision: str) -> str:
-    return "unet.onnx" if precision == "fp32" else f"unet.{precision}.onnx"
 
 
 def ort_runner(path: Path):
@@ -118,7 +99,7 @@ def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=p
         manifest["networks"][options.precision] = entry
         for produced in staging.iterdir():
             os.replace(produced, out_dir / produced.name)
-        atomic_write_text(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=2))
+        write_manifest(out_dir, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
@@ -142,7 +123,7 @@ def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportO
                    "frames_multiple_of": model.cfg.temporal_factor},
         "parity": parity,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": software_versions(),
+        "versions": software_versions(("onnx", "onnxruntime", "onnxscript")),
     }
 
 

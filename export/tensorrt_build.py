@@ -19,8 +19,6 @@ GPU memory and often speed at the shapes actually used.
 """
 from __future__ import annotations
 
-import functools
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -28,36 +26,14 @@ from pathlib import Path
 
 import torch
 
-from vdm.atomic import atomic_write_bytes, atomic_write_text
+from vdm.atomic import atomic_write_bytes
+from vdm.bundle import read_bundle, write_manifest
 from vdm.config import ModelConfig
+from vdm.engine import TIMING_CACHE_NAME, engine_file, require_tensorrt, trt_logger
 from vdm.errors import VdmError
-from vdm.runtime.bundle import MANIFEST_NAME, read_bundle
 
-MIN_TENSORRT_MAJOR = 10  # execute_async_v3, named I/O tensors and strong typing as used here
-TIMING_CACHE_NAME = "timing.cache"  # shared by the bundle's engines; reused across rebuilds on one GPU
 Shape2 = tuple[int, int]  # (batch, frames)
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> (min, opt, max)
-
-
-def require_tensorrt():
-    """The `tensorrt` module (10.x or newer), or a VdmError saying how to install it."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise VdmError("--tensorrt / --backend tensorrt need NVIDIA TensorRT: pip install tensorrt "
-                       "(TensorRT 10.x, needs an NVIDIA GPU and driver)") from None
-    major = int(str(tensorrt.__version__).split(".")[0])
-    if major < MIN_TENSORRT_MAJOR:
-        raise VdmError(f"TensorRT {tensorrt.__version__} is installed, vdm needs TensorRT {MIN_TENSORRT_MAJOR}.x "
-                       "or newer: pip install -U tensorrt")
-    return tensorrt
-
-
-@functools.cache
-def trt_logger(trt):
-    """The process's one TensorRT logger: TensorRT keeps a single logger pointer (it warns about and ignores
-    a second one while builders/runtimes exist), and it must outlive every object given it."""
-    return trt.Logger(trt.Logger.WARNING)
 
 
 @dataclass
@@ -161,16 +137,6 @@ def gpu_identity() -> tuple[str, tuple[int, int]]:
     return torch.cuda.get_device_name(), tuple(torch.cuda.get_device_capability())
 
 
-def engine_file(onnx_name: str) -> str:
-    """unet.onnx -> unet.plan, unet.fp16.onnx -> unet.fp16.plan."""
-    return Path(onnx_name).with_suffix(".plan").name
-
-
-def rebuild_command(precision: str | None, extra: str = "", out: str | Path = "DIR") -> str:
-    """The `vdm-export` line that (re)builds an engine, for error messages."""
-    return f"`vdm-export CHECKPOINT --out {out} --tensorrt{' --fp16' if precision == 'fp16' else ''}{extra}`"
-
-
 def parse_onnx(trt, builder, logger, onnx_path: Path):
     """A strongly typed network from the ONNX file (parse_from_file also reads external weight data)."""
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -258,30 +224,5 @@ def build_engine_for_bundle(bundle_dir: Path, precision: str, options: EngineOpt
     # Re-read: the manifest is replaced whole, so start from what is on disk now.
     manifest = read_bundle(bundle_dir).manifest
     manifest["networks"][precision]["tensorrt"] = info
-    atomic_write_text(bundle.root / MANIFEST_NAME, json.dumps(manifest, indent=2))
+    write_manifest(bundle.root, manifest)
     return info
-
-
-def check_engine_compatible(trt_info: dict, trt_version: str, gpu_name: str, capability: tuple) -> None:
-    """Raise a VdmError when an engine built as `trt_info` records cannot run with this TensorRT on this GPU.
-
-    By default TensorRT engines load only in the TensorRT version that built them, and are tuned for
-    (and only portable within) the GPU they were built on; rebuilding takes minutes, a wrong engine
-    fails obscurely or runs slowly.
-    """
-    try:
-        built_version, built_gpu = trt_info["tensorrt_version"], trt_info["gpu"]
-        built_capability = tuple(trt_info["compute_capability"])
-    except KeyError:
-        raise VdmError(f"the bundle's TensorRT entry is incomplete; rebuild it with "
-                       f"{rebuild_command(trt_info.get('precision'))}") from None
-    name = trt_info.get("file", "the engine")
-    rebuild = rebuild_command(trt_info.get("precision"))
-    if built_version != trt_version:
-        raise VdmError(f"{name} was built with TensorRT {built_version}, this is TensorRT {trt_version}; engines "
-                       f"load only in the version that built them: rebuild it here with {rebuild} "
-                       f"(or pip install tensorrt=={built_version})")
-    if built_capability != tuple(capability) or built_gpu != gpu_name:
-        raise VdmError(f"{name} was built on {built_gpu} (compute capability {'.'.join(map(str, built_capability))}), "
-                       f"this GPU is {gpu_name} ({'.'.join(map(str, capability))}); engines are specific to "
-                       f"the GPU that built them: rebuild it on this machine with {rebuild}")

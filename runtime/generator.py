@@ -8,7 +8,8 @@ import torch
 
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend, load_backend
-from vdm.runtime.sampling import ddim_invert, initial_noise, sample, sampler_for, slerp, step_generator
+from vdm.runtime.sampling import (ddim_invert, initial_noise, network_batch, sample, sampler_for, slerp,
+                                  step_generator)
 from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, Sampler
 
 
@@ -20,13 +21,15 @@ class VideoGenerator:
     """
 
     def __init__(self, model_path: str | Path | None = None, backend: str | Backend = "torch",
-                 device: str | None = None, **backend_options):
+                 device: str | None = None, precision: str = "auto", **backend_options):
+        """backend: a name in vdm.runtime.BACKENDS (its declared options go in backend_options) or a
+        Backend; precision: fp32, bf16, fp16 or auto (runtime/precision.py decides)."""
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             if model_path is None:
                 raise VdmError("VideoGenerator needs a model path (a checkpoint or a bundle directory)")
-            self.backend = load_backend(backend, model_path, device=device, **backend_options)
+            self.backend = load_backend(backend, model_path, device, precision, **backend_options)
         self.device = self.backend.device
 
     @property
@@ -51,8 +54,7 @@ class VideoGenerator:
         if guidance != 1.0 and class_label is None:
             raise VdmError("guidance needs a class-conditional model and a class label (--class)")
         shape = (num_samples, cfg.in_channels, num_frames or cfg.frames, height or cfg.size, width or cfg.size)
-        # Guidance runs the conditional and null-class halves as one batch of twice the size.
-        self.backend.check_shape(num_samples * (2 if guidance != 1.0 else 1), *shape[2:])
+        self.backend.check_shape(network_batch(num_samples, guidance), *shape[2:])
         return shape, plan
 
     def generate(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vdm.bundle import Bundle
 from vdm.errors import VdmError
-from vdm.runtime.backend import Backend, network_feed, resolve_device
-from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
+from vdm.runtime.backend import BackendOption, network_feed, resolve_device
+from vdm.runtime.bundle_backend import CUDA_GRAPH, THREADS, BundleBackend, StaticInputs
 
 NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64}  # what the bound buffers hold
 
@@ -75,24 +76,25 @@ def providers_for(ort, device: torch.device, provider: str | None, bundle: Bundl
             "CPUExecutionProvider"]
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(BundleBackend):
     name = "onnxruntime"
+    computes = {"cpu": ("fp32", "fp16"), "cuda": ("fp32", "fp16")}
+    options = (
+        BackendOption("provider", str, "ONNX Runtime execution provider (default: from --device).",
+                      ("cpu", "cuda", "tensorrt")),
+        CUDA_GRAPH,
+        THREADS,
+    )
 
     def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto", provider: str | None = None,
                  cuda_graph: bool = False, threads: int | None = None):
+        super().__init__(bundle, device.type, precision)
         ort = import_onnxruntime()
-        self.bundle = bundle
         self.device = device
-        self.model_config = bundle.model_config
-        self.diffusion_config = bundle.diffusion_config
-        if precision not in ("auto", "fp32", "fp16"):
-            raise VdmError(f"the onnxruntime backend runs fp32 or fp16 bundles, not {precision}; "
-                           "use --precision fp32, fp16 or auto")
-        self.precision = bundle.pick_precision(precision, device.type)
         self.network = bundle.network(self.precision)
         self.cuda_graph = cuda_graph
-        if cuda_graph and not self.network["shapes"]["static"]:
-            raise VdmError("--cuda-graph needs a bundle with static shapes: re-export with `vdm-export --static`")
+        if cuda_graph:
+            self.require_static_shapes()
         path = bundle.file(self.precision)
         providers = providers_for(ort, device, provider, bundle, self.precision, cuda_graph)
         try:
@@ -100,22 +102,19 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise VdmError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
         self.provider = self.session.get_providers()[0]
-        names = [i.name for i in self.session.get_inputs()]
-        expected = [i["name"] for i in self.network["inputs"]]
-        if names != expected:
-            raise VdmError(f"{path.name} has inputs {names}, its manifest says {expected}; re-export the bundle")
+        self.check_inputs([i.name for i in self.session.get_inputs()], path.name)
         self.binding = self.session.io_binding()
-        self.static_buffers: dict[str, torch.Tensor] = {}
+        self.static = StaticInputs()
+        self.static_out: torch.Tensor | None = None
 
     @classmethod
-    def load(cls, path: Path, device: str | None = None, **options) -> "OnnxRuntimeBackend":
-        return cls(read_bundle(path), resolve_device(device), **options)
+    def load(cls, path: Path, device: str | None = None, precision: str = "auto", **options) -> "OnnxRuntimeBackend":
+        cls.device_type(device)
+        bundle = cls.read(path)
+        return cls(bundle, resolve_device(device), precision, **options)
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider} ({self.precision}, {self.device})"
-
-    def check_shape(self, batch: int, frames: int, height: int, width: int) -> None:
-        check_bundle_shape(self.network, self.model_config, batch, frames, height, width)
 
     def bind(self, name: str, tensor: torch.Tensor) -> None:
         device = self.device
@@ -125,17 +124,14 @@ class OnnxRuntimeBackend(Backend):
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         feed = network_feed(self.model_config, x, t, y)
         if self.cuda_graph:
-            # A CUDA graph replays fixed addresses: copy into persistent buffers, bind them once.
-            if not self.static_buffers:
-                self.static_buffers = {k: v.clone() for k, v in feed.items()}
-                self.static_buffers["out"] = torch.empty_like(feed["x"])
-                for k, v in feed.items():
-                    self.bind(k, self.static_buffers[k])
-                self._bind_output(self.static_buffers["out"])
-            for k, v in feed.items():
-                self.static_buffers[k].copy_(v)
+            # A CUDA graph replays fixed addresses: persistent buffers, bound once.
+            if self.static.update(feed):
+                self.static_out = torch.empty_like(feed["x"])
+                for name, tensor in self.static.buffers.items():
+                    self.bind(name, tensor)
+                self._bind_output(self.static_out)
             self.session.run_with_iobinding(self.binding)
-            return self.static_buffers["out"].clone()
+            return self.static_out.clone()
         out = torch.empty_like(feed["x"])
         for k, v in feed.items():
             self.bind(k, v)

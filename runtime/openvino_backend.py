@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from vdm.bundle import Bundle
 from vdm.errors import VdmError
-from vdm.runtime.backend import Backend, network_feed, resolve_device
-from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
-from vdm.runtime.precision import cpu_has_fast_bf16, resolve_precision
+from vdm.machine import cpu_has_fast_bf16
+from vdm.runtime.backend import network_feed
+from vdm.runtime.bundle_backend import THREADS, BundleBackend
+from vdm.runtime.precision import resolve_precision
 
 CACHE_NAME = "openvino_cache"  # the compiled-model cache, inside the bundle
 OV_ELEMENT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # vdm precision -> OpenVINO element type
@@ -40,26 +42,16 @@ def import_openvino():
     return openvino
 
 
-def cpu_device(device: str | None) -> torch.device:
-    """None/'auto'/'cpu' -> cpu; a GPU is refused before anything loads."""
-    if device in (None, "auto"):
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        raise VdmError("the openvino backend runs on the CPU here; use --device cpu "
-                       "(or --backend onnxruntime/tensorrt for a CUDA GPU)")
-    return resolve_device(device)  # 'cpu', or a VdmError naming the unknown device
-
-
-def choose_precision(precision: str, capabilities: set[str], flags: set[str] | None = None) -> tuple[str, str]:
-    """(the precision to hint, why): 'auto' -> bf16 only on a CPU with bf16 matrix units, else fp32."""
-    if precision == "fp16":
-        if CAPABILITY["fp16"] not in capabilities:
-            raise VdmError("OpenVINO cannot compute fp16 on this CPU (its capabilities are "
-                           f"{', '.join(sorted(capabilities))}; f16 needs native fp16 units such as AMX-FP16); "
-                           "use --precision fp32 or auto")
-        return "fp16", "fp16 requested"
-    resolved = resolve_precision(precision, torch.device("cpu"), flags)  # VdmError on an unknown name
-    if precision == "auto":
+def choose_precision(requested: str, capabilities: set[str], flags: set[str] | None = None) -> tuple[str, str]:
+    """(the precision to hint, why): `requested` resolved by the one auto rule (runtime/precision.py),
+    fp16 only where OpenVINO lists FP16 on this CPU."""
+    resolved = resolve_precision(requested, "cpu", OpenVINOBackend.computes["cpu"], "the openvino backend",
+                                 flags=flags)
+    if resolved == "fp16" and CAPABILITY["fp16"] not in capabilities:
+        raise VdmError("OpenVINO cannot compute fp16 on this CPU (its capabilities are "
+                       f"{', '.join(sorted(capabilities))}; f16 needs native fp16 units such as AMX-FP16); "
+                       "use --precision fp32 or auto")
+    if requested == "auto":
         if resolved == "bf16":
             return resolved, "auto: this CPU has bf16 matrix units"
         return resolved, "auto: no avx512_bf16/amx_bf16 on this CPU, so bf16 would not be faster"
@@ -90,18 +82,18 @@ def cached_blobs(cache_dir: Path | None) -> set[str]:
     return {p.name for p in cache_dir.glob("*.blob")} if cache_dir else set()
 
 
-class OpenVINOBackend(Backend):
+class OpenVINOBackend(BundleBackend):
     name = "openvino"
+    computes = {"cpu": ("fp32", "bf16", "fp16")}  # hints on the fp32 network; fp16 where the CPU has it
+    options = (THREADS,)
 
     def __init__(self, bundle: Bundle, precision: str = "auto", threads: int | None = None):
         ov = import_openvino()
         if threads is not None and threads < 1:
             raise VdmError(f"threads must be at least 1, got {threads}")
-        self.bundle = bundle
+        super().__init__(bundle, "cpu", "fp32")  # OpenVINO lowers precision itself, from the fp32 graph
         self.device = torch.device("cpu")
-        self.model_config = bundle.model_config
-        self.diffusion_config = bundle.diffusion_config
-        self.network = bundle.network("fp32")  # OpenVINO lowers precision itself, from the fp32 graph
+        self.network = bundle.network("fp32")
         core = ov.Core()
         capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         self.requested_precision, self.reason = choose_precision(precision, capabilities)
@@ -115,12 +107,11 @@ class OpenVINOBackend(Backend):
             self.reason = (f"{self.requested_precision} requested, but OpenVINO lists no {missing} on this CPU, "
                            f"so it computes {self.precision}")
         self.threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
-        names = [i.get_names() for i in self.compiled.inputs]  # a port may carry several tensor names
-        expected = [i["name"] for i in self.network["inputs"]]
-        if len(names) != len(expected) or not all(e in n for e, n in zip(expected, names)):
-            names = [sorted(n) for n in names]
-            raise VdmError(f"{bundle.file('fp32').name} has inputs {names}, its manifest says {expected}; "
-                           "re-export the bundle")
+        expected = [io["name"] for io in self.network["inputs"]]
+        # A port may carry several tensor names: it matches when one of them is the manifest's.
+        found = [next((e for e in expected if e in port.get_names()), sorted(port.get_names())[0])
+                 for port in self.compiled.inputs]
+        self.check_inputs(found, bundle.file("fp32").name)
         self.request = self.compiled.create_infer_request()  # reused by every predict
         self._ov = ov
 
@@ -146,15 +137,13 @@ class OpenVINOBackend(Backend):
     @classmethod
     def load(cls, path: Path, device: str | None = None, precision: str = "auto",
              threads: int | None = None) -> "OpenVINOBackend":
-        cpu_device(device)
-        return cls(read_bundle(path), precision, threads)
+        cls.device_type(device)
+        bundle = cls.read(path)
+        return cls(bundle, precision, threads)
 
     def describe(self) -> str:
         threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
         return f"openvino CPU ({self.precision}, {threads}; {self.reason}; {self.cache_note})"
-
-    def check_shape(self, batch: int, frames: int, height: int, width: int) -> None:
-        check_bundle_shape(self.network, self.model_config, batch, frames, height, width)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         feed = network_feed(self.model_config, x.detach(), t.detach(), None if y is None else y.detach())

@@ -1,43 +1,46 @@
-"""Choosing the inference precision: fp32, bf16 (CPUs with AMX/AVX-512 bf16, GPUs), or fp16 (GPUs)."""
+"""Choosing the inference precision: the one place where `auto` is decided, for every backend.
+
+A backend declares the precisions it computes on each device (Backend.computes); a bundle-based one
+also says which it has networks or engines for. `auto` then takes the first of AUTO_ORDER's list for
+the device that the backend computes and has: fp16 on CUDA; on a CPU bf16 where it has bf16 matrix
+units (AMX or AVX-512 bf16), else fp32.
+"""
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Iterable, Literal
 
 import torch
 
 from vdm.errors import VdmError
+from vdm.machine import cpu_flags, cpu_has_fast_bf16  # noqa: F401  (cpu_flags: re-exported for scripts)
 
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+def auto_order(device_type: str, flags: set[str] | None = None) -> tuple[str, ...]:
+    """The precisions `auto` prefers on this device, best first."""
+    if device_type == "cuda":
+        return ("fp16", "bf16", "fp32")
+    return ("bf16", "fp32", "fp16") if cpu_has_fast_bf16(flags) else ("fp32", "bf16", "fp16")
 
 
-def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
-    """AMX-bf16 or AVX-512 bf16: the matrix units that make bf16 convolutions faster than fp32."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
-
-
-def resolve_precision(precision: str, device: torch.device, flags: set[str] | None = None) -> str:
-    """'auto' -> fp16 on CUDA, bf16 on a CPU with bf16 matrix units, fp32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise VdmError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if cpu_has_fast_bf16(flags) else "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise VdmError("fp16 on the CPU is slow and poorly supported by torch; use --precision bf16 or fp32")
-    return precision
+def resolve_precision(requested: str, device_type: str, computes: tuple[str, ...], who: str,
+                      available: Iterable[str] | None = None, flags: set[str] | None = None) -> str:
+    """The precision to run: `requested` if `who` computes it on this device, or auto's choice among
+    what it computes and (bundles) has available; a VdmError saying what to use otherwise."""
+    if requested not in PRECISIONS:
+        raise VdmError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        have = set(computes) if available is None else set(computes) & set(available)
+        for precision in auto_order(device_type, flags):
+            if precision in have:
+                return precision
+        raise VdmError(f"{who} has nothing it can run on {device_type}: it computes {' or '.join(computes)}")
+    if requested not in computes:
+        raise VdmError(f"{who} computes {' or '.join(computes)} on {device_type}, not {requested}; "
+                       f"use --precision {' or '.join(computes)} (or auto)")
+    return requested
 
 
 def torch_dtype(precision: str) -> torch.dtype:

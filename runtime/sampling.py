@@ -18,12 +18,17 @@ from vdm.runtime.backend import Backend
 from vdm.samplers import Sampler, make_sampler
 
 
+def network_batch(num_samples: int, guidance: float) -> int:
+    """The batch the network sees: guidance runs the conditional and null-class halves as one call."""
+    return num_samples * (2 if guidance != 1.0 else 1)
+
+
 def guided_prediction(backend: Backend, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
                       guidance: float) -> torch.Tensor:
     """The network output, with classifier-free guidance as one batched call of [conditional; null-class]."""
     if y is None or guidance == 1.0:
         return backend.predict(x, t, y)
-    null = torch.full_like(y, backend.model_config.num_classes)
+    null = torch.full_like(y, backend.model_config.null_class)
     out = backend.predict(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
     cond, uncond = out.chunk(2)
     return uncond + guidance * (cond - uncond)

@@ -14,43 +14,26 @@ from pathlib import Path
 
 import torch
 
+from vdm.bundle import Bundle
+from vdm.engine import check_engine_compatible, check_engine_shape, rebuild_command, require_tensorrt, trt_logger
 from vdm.errors import VdmError
-from vdm.export.tensorrt_build import check_engine_compatible, rebuild_command, require_tensorrt, trt_logger
-from vdm.runtime.backend import Backend, network_feed, resolve_device
-from vdm.runtime.bundle import Bundle, check_bundle_shape, read_bundle
+from vdm.runtime.backend import network_feed, resolve_device
+from vdm.runtime.bundle_backend import CUDA_GRAPH, BundleBackend, StaticInputs
 
 
-def engine_precision(bundle: Bundle, precision: str) -> str:
-    """The precision whose engine to run: 'auto' prefers fp16; the bundle must hold that engine."""
-    if precision not in ("auto", "fp32", "fp16"):
-        raise VdmError(f"the tensorrt backend runs fp32 or fp16 engines, not {precision}; "
-                       "use --precision fp16, fp32 or auto")
+def built_engines(bundle: Bundle, precision: str) -> list[str]:
+    """The precisions with an engine in the bundle; a VdmError saying how to build the one asked for."""
     built = [p for p in ("fp16", "fp32") if "tensorrt" in bundle.networks.get(p, {})]
-    if precision == "auto":
-        if built:
-            return built[0]
+    if precision == "auto" and not built:
         wanted = "fp16" if "fp16" in bundle.networks else "fp32"
         raise VdmError(f"bundle {bundle.root} has no TensorRT engine; build one on this GPU with "
                        f"{rebuild_command(wanted, out=bundle.root)}")
-    bundle.network(precision)  # says how to export the ONNX when even that is missing
-    if precision not in built:
-        raise VdmError(f"bundle {bundle.root} has no {precision} TensorRT engine; build it on this GPU with "
-                       f"{rebuild_command(precision, out=bundle.root)}")
-    return precision
-
-
-def check_engine_shape(trt_info: dict, batch: int, frames: int) -> None:
-    """Raise a VdmError when (batch, frames) is outside the engine's optimization profile."""
-    lo, hi = trt_info["profile"]["x"]["min"], trt_info["profile"]["x"]["max"]  # (B, C, T, H, W) each
-    for name, value, axis in (("batch", batch, 0), ("frames", frames, 2)):
-        if not lo[axis] <= value <= hi[axis]:
-            if value > hi[axis]:
-                fix = f"--max-shape {max(batch, hi[0])}x{max(frames, hi[2])}"
-            else:
-                fix = f"--min-shape {min(batch, lo[0])}x{min(frames, lo[2])}"
-            why = " (2 x the samples when guided)" if name == "batch" else ""
-            raise VdmError(f"{name}={value}{why} is outside this TensorRT engine's profile ({lo[axis]}..{hi[axis]}); "
-                           f"rebuild it with {rebuild_command(trt_info.get('precision'), ' ' + fix)}")
+    if precision in ("fp16", "fp32"):
+        bundle.network(precision)  # says how to export the ONNX when even that is missing
+        if precision not in built:
+            raise VdmError(f"bundle {bundle.root} has no {precision} TensorRT engine; build it on this GPU with "
+                           f"{rebuild_command(precision, out=bundle.root)}")
+    return built
 
 
 def torch_dtype(trt, dtype) -> torch.dtype:
@@ -61,30 +44,25 @@ def torch_dtype(trt, dtype) -> torch.dtype:
     return table[dtype]
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(BundleBackend):
     name = "tensorrt"
+    computes = {"cuda": ("fp32", "fp16")}
+    options = (CUDA_GRAPH,)
 
-    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto", cuda_graph: bool = False):
+    def __init__(self, bundle: Bundle, device: str | None = None, precision: str = "auto", cuda_graph: bool = False):
         # Every check that needs no GPU comes first, so a wrong flag fails in milliseconds.
-        self.bundle = bundle
-        self.model_config = bundle.model_config
-        self.diffusion_config = bundle.diffusion_config
-        self.precision = engine_precision(bundle, precision)
+        super().__init__(bundle, self.device_type(device), precision, built_engines(bundle, precision))
         self.network = bundle.network(self.precision)
         self.trt_info = self.network["tensorrt"]
-        if cuda_graph and not self.network["shapes"]["static"]:
-            raise VdmError("--cuda-graph needs a bundle with static shapes: re-export with "
-                           f"{rebuild_command(self.precision, ' --static', out=bundle.root)}")
-        if device.type != "cuda":
-            raise VdmError("the tensorrt backend runs on an NVIDIA GPU: use --device cuda "
-                           "(or --backend onnxruntime on the CPU)")
-        self.device = device
+        if cuda_graph:
+            self.require_static_shapes(rebuild_command(self.precision, " --static", out=bundle.root))
+        self.device = resolve_device(device or "cuda")
         self.cuda_graph = cuda_graph
         trt = require_tensorrt()
         self.trt_version = trt.__version__
-        check_engine_compatible(self.trt_info, trt.__version__, torch.cuda.get_device_name(device),
-                                torch.cuda.get_device_capability(device))
-        with torch.cuda.device(device):  # TensorRT allocates on the current device
+        check_engine_compatible(self.trt_info, trt.__version__, torch.cuda.get_device_name(self.device),
+                                torch.cuda.get_device_capability(self.device))
+        with torch.cuda.device(self.device):  # TensorRT allocates on the current device
             self.runtime, self.engine = self._deserialize(trt)
             self.context = self.engine.create_execution_context()
         if self.context is None:
@@ -94,12 +72,13 @@ class TensorRTBackend(Backend):
         self.out: torch.Tensor | None = None  # reused while the input shape stays the same
         self.shape: tuple[int, ...] | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.static_inputs: dict[str, torch.Tensor] = {}
+        self.static = StaticInputs()
 
     @classmethod
     def load(cls, path: Path, device: str | None = None, precision: str = "auto",
              cuda_graph: bool = False) -> "TensorRTBackend":
-        return cls(read_bundle(path), resolve_device(device), precision, cuda_graph)
+        cls.device_type(device)
+        return cls(cls.read(path), device, precision, cuda_graph)
 
     def _deserialize(self, trt):
         path = self.bundle.root / self.trt_info["file"]
@@ -117,10 +96,7 @@ class TensorRTBackend(Backend):
         """name -> torch dtype of every engine input/output, after checking the names match the manifest."""
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        expected = [io["name"] for io in self.network["inputs"]]
-        if sorted(inputs) != sorted(expected) or "out" not in names:
-            raise VdmError(f"{self.trt_info['file']} has inputs {inputs}, its manifest says {expected}; "
-                           f"rebuild it with {rebuild_command(self.precision, out=self.bundle.root)}")
+        self.check_inputs(inputs + (["out"] if "out" not in names else []), self.trt_info["file"])
         return {n: torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
 
     def describe(self) -> str:
@@ -128,7 +104,7 @@ class TensorRTBackend(Backend):
         return f"tensorrt {self.trt_version} ({self.precision}, {self.device}{graph})"
 
     def check_shape(self, batch: int, frames: int, height: int, width: int) -> None:
-        check_bundle_shape(self.network, self.model_config, batch, frames, height, width)
+        super().check_shape(batch, frames, height, width)
         check_engine_shape(self.trt_info, batch, frames)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -163,9 +139,8 @@ class TensorRTBackend(Backend):
 
     def _replay(self, feed: dict[str, torch.Tensor]) -> torch.Tensor:
         """CUDA-graph path: the graph replays fixed addresses, so inputs are copied into persistent buffers."""
-        if self.graph is None:
-            self.static_inputs = {k: v.clone() for k, v in feed.items()}
-            self._bind(self.static_inputs)
+        if self.static.update(feed):
+            self._bind(self.static.buffers)
             # TensorRT's docs: enqueue once before capturing, so the work it defers after a shape change
             # happens outside the graph. This run also produces the first call's output.
             self._enqueue()
@@ -174,7 +149,5 @@ class TensorRTBackend(Backend):
                 self._enqueue()
             self.graph = graph
             return self.out
-        for name, tensor in feed.items():
-            self.static_inputs[name].copy_(tensor)
         self.graph.replay()
         return self.out

@@ -9,7 +9,7 @@ from torch import nn
 from vdm.checkpoint import load_model
 from vdm.config import DiffusionConfig
 from vdm.errors import VdmError
-from vdm.runtime.backend import Backend, resolve_device
+from vdm.runtime.backend import Backend, BackendOption, resolve_device
 from vdm.runtime.precision import resolve_precision, torch_dtype
 from vdm.unet import Unet3D
 
@@ -43,6 +43,9 @@ def use_onednn_convolutions(model: nn.Module) -> nn.Module:
 
 class TorchBackend(Backend):
     name = "torch"
+    source = "checkpoint"
+    computes = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
+    options = (BackendOption("compile", bool, "torch.compile the network."),)
 
     def __init__(self, model: Unet3D, diffusion_config: DiffusionConfig, device: torch.device,
                  precision: str = "fp32", channels_last: bool | None = None, compile: bool = False):
@@ -63,12 +66,15 @@ class TorchBackend(Backend):
         self.forward = torch.compile(model, dynamic=False) if compile else model
 
     @classmethod
-    def load(cls, path: Path, device: str | None = None, precision: str = "fp32", **options) -> "TorchBackend":
+    def load(cls, path: Path, device: str | None = None, precision: str = "auto",
+             compile: bool = False) -> "TorchBackend":
         if path.is_dir():
             raise VdmError(f"{path} is a directory; the torch backend takes a checkpoint (.safetensors)")
+        kind = cls.device_type(device)
+        precision = resolve_precision(precision, kind, cls.computes[kind], "the torch backend")
         torch_device = resolve_device(device)
         model, diffusion_config, _ = load_model(path, torch_device)
-        return cls(model, diffusion_config, torch_device, resolve_precision(precision, torch_device), **options)
+        return cls(model, diffusion_config, torch_device, precision, compile=compile)
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Specification of `vdm-run` (vdm.runtime.cli) on the torch backend: the files it writes, and the
+"""Specification of `vdm-run` (vdm.cli.run) on the torch backend: the files it writes, and the
 one-line errors (exit 2, no traceback) for user mistakes, checked before any sampling."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from vdm.errors import VdmError
-from vdm.runtime.cli import main
+from vdm.cli.run import main
 from vdm.video import read_video
 
 

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from vdm.checkpoint import read_checkpoint
 from vdm.demo import DEMO_CHECKPOINT
-from vdm.runtime.cli import main as run_main
+from vdm.cli.run import main as run_main
 from vdm.video import read_video
 
 

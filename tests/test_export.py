@@ -14,9 +14,9 @@ from conftest import _tiny_model_config, quiet
 from vdm.checkpoint import file_sha256, load_model
 from vdm.errors import VdmError
 from vdm.export import pipeline
-from vdm.export.cli import main as export_main
+from vdm.cli.export import main as export_main
 from vdm.export.pipeline import ExportOptions, ParityError, export_bundle
-from vdm.runtime.bundle import read_bundle
+from vdm.bundle import read_bundle
 
 
 def test_bundle_lists_both_precisions_with_their_files(tiny_bundle):

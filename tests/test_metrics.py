@@ -19,7 +19,8 @@ from vdm.checkpoint import save_checkpoint
 from vdm.config import DiffusionConfig, ModelConfig
 from vdm.data import PALETTE, RADIUS_RANGE, ShapeTrack, SyntheticShapes, bounce, render_tracks
 from vdm.errors import VdmError
-from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss, loss_timesteps, main
+from vdm.cli.eval import main
+from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss, loss_timesteps
 from vdm.metrics import (
     PROPERTIES,
     area_range,

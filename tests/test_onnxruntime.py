@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from vdm.errors import VdmError
 from vdm.runtime import VideoGenerator
-from vdm.runtime.bundle import read_bundle
-from vdm.runtime.cli import main as run_main
+from vdm.bundle import read_bundle
+from vdm.cli.run import main as run_main
 from vdm.runtime.onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime, providers_for
 from vdm.video import read_video
 

@@ -22,7 +22,7 @@ from vdm.config import DiffusionConfig  # noqa: E402
 from vdm.errors import VdmError  # noqa: E402
 from vdm.export.pipeline import ExportOptions, export_bundle  # noqa: E402
 from vdm.runtime.backend import load_backend  # noqa: E402
-from vdm.runtime.cli import main as run_main  # noqa: E402
+from vdm.cli.run import main as run_main  # noqa: E402
 from vdm.runtime.generator import VideoGenerator  # noqa: E402
 from vdm.runtime.openvino_backend import CACHE_NAME, OpenVINOBackend, choose_precision  # noqa: E402
 
@@ -171,7 +171,7 @@ def test_describe_says_the_precision_and_why(backend):
 
 
 def test_cuda_device_is_refused(tiny):
-    with pytest.raises(VdmError, match="runs on the CPU here"):
+    with pytest.raises(VdmError, match=r"the openvino backend runs on the CPU \(--device cpu\), not on an NVIDIA GPU"):
         load_backend("openvino", tiny[1], device="cuda")
 
 

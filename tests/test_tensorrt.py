@@ -16,16 +16,16 @@ import torch
 from click.testing import CliRunner
 from conftest import _make_tiny_unet, _tiny_model_config
 
+from vdm.bundle import FORMAT, FORMAT_VERSION, read_bundle
 from vdm.checkpoint import load_model, save_checkpoint
+from vdm.cli.export import main as export_main
+from vdm.cli.run import main as run_main
 from vdm.config import DiffusionConfig, to_dict
+from vdm.engine import check_engine_compatible, check_engine_shape, require_tensorrt
 from vdm.errors import VdmError
 from vdm.export import tensorrt_build
-from vdm.export.cli import main as export_main
-from vdm.export.tensorrt_build import (EngineOptions, build_engine_for_bundle, check_engine_compatible,
-                                       profile_shapes, require_tensorrt)
-from vdm.runtime.bundle import FORMAT, FORMAT_VERSION, read_bundle
-from vdm.runtime.cli import main as run_main
-from vdm.runtime.tensorrt_backend import TensorRTBackend, check_engine_shape
+from vdm.export.tensorrt_build import EngineOptions, build_engine_for_bundle, profile_shapes
+from vdm.runtime.tensorrt_backend import TensorRTBackend
 
 H100 = ("NVIDIA H100 80GB HBM3", (9, 0))
 
@@ -230,9 +230,9 @@ def test_vdm_run_tensorrt_on_a_bundle_without_an_engine_exits_2_saying_how_to_bu
 
 @pytest.mark.parametrize("args, message", [
     (["--precision", "fp16"], "has no fp16 network"),
-    (["--precision", "bf16"], "runs fp32 or fp16 engines, not bf16"),
+    (["--precision", "bf16"], "the tensorrt backend computes fp32 or fp16 on cuda, not bf16"),
     (["--cuda-graph"], "--cuda-graph needs a bundle with static shapes"),
-    (["--device", "cpu"], "runs on an NVIDIA GPU"),
+    (["--device", "cpu"], "the tensorrt backend runs on an NVIDIA GPU (--device cuda), not on the CPU"),
 ])
 def test_vdm_run_tensorrt_checks_flags_before_touching_the_gpu(tmp_path, args, message):
     entry = network_entry() | {"tensorrt": trt_info()}
@@ -246,7 +246,7 @@ def test_explicit_precision_without_its_engine_names_that_precision(tmp_path):
                 "fp16": network_entry() | {"file": "unet.fp16.onnx", "precision": "fp16"}}
     bundle = write_bundle(tmp_path / "bundle", networks)
     with pytest.raises(VdmError, match=r"no fp16 TensorRT engine.*--tensorrt --fp16`"):
-        TensorRTBackend.load(bundle, device="cpu", precision="fp16")
+        TensorRTBackend.load(bundle, precision="fp16")  # refused before any GPU is looked for
 
 
 # --- build_engine_for_bundle's bookkeeping (TensorRT itself replaced) --------------------------------------

@@ -62,6 +62,11 @@ class ModelConfig:
     def conditional(self) -> bool:
         return self.num_classes > 0
 
+    @property
+    def null_class(self) -> int:
+        """The label that asks a class-conditional model for its unconditional prediction (guidance)."""
+        return self.num_classes
+
     def validate(self) -> None:
         if self.norm not in ("group", "batch"):
             raise VdmError(f"norm must be 'group' or 'batch', got {self.norm!r}")

@@ -306,7 +306,7 @@ class Unet3D(nn.Module):
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(x)
         if self.cfg.conditional and y is None:
-            y = torch.full_like(t, self.cfg.num_classes, dtype=torch.long)
+            y = torch.full_like(t, self.cfg.null_class, dtype=torch.long)
         emb = self.embedding(t, y)  # (B, emb_dim) float32
         h = self.conv_in(x.to(self.conv_in.weight.dtype))
         skips = [h]

@@ -160,6 +160,19 @@ def write_gif_grid(path: str | os.PathLike, videos: VideoLike, fps: float = 8,
 # Reading
 
 
+def write_videos(folder: str | os.PathLike, videos: VideoLike, fps: float = 8) -> list[Path]:
+    """sample_000.mp4, sample_001.mp4, ... one per video (N, C, T, H, W), and grid.gif of all of them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, video in enumerate(videos):
+        paths.append(folder / f"sample_{i:03d}.mp4")
+        write_mp4(paths[-1], video, fps=fps)
+    paths.append(folder / "grid.gif")
+    write_gif_grid(paths[-1], videos, fps=fps)
+    return paths
+
+
 def _check_readable(path: Path) -> None:
     if not path.is_file():
         raise VdmError(f"video file {path} does not exist")

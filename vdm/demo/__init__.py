@@ -18,7 +18,9 @@ def demo_model_path(backend: str = "torch") -> Path:
     """The demo checkpoint, or for ONNX-based backends its bundle, exported on first use and cached."""
     if not DEMO_CHECKPOINT.is_file():
         raise VdmError(f"the demo model {DEMO_CHECKPOINT} is missing from this install; pass a MODEL path")
-    if backend == "torch":
+    from vdm.runtime.backend import backend_class
+
+    if backend_class(backend).source == "checkpoint":
         return DEMO_CHECKPOINT
     from vdm.export.pipeline import cached_bundle
 

@@ -5,57 +5,17 @@ import time
 from pathlib import Path
 
 import click
-import torch
 from tqdm import tqdm
 
-from vdm.errors import VdmError, cli_errors
-from vdm.runtime.backend import BACKENDS, synchronize
-from vdm.runtime.precision import PRECISIONS
-from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS
-
-
-def write_outputs(videos: torch.Tensor, out: Path, fps: int) -> list[Path]:
-    """One mp4 per video and a GIF grid of all of them."""
-    from vdm.video import write_gif_grid, write_mp4
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, video in enumerate(videos):
-        paths.append(out / f"sample_{i:03d}.mp4")
-        write_mp4(paths[-1], video, fps=fps)
-    paths.append(out / "grid.gif")
-    write_gif_grid(paths[-1], videos, fps=fps)
-    return paths
-
-
-def backend_options(backend: str, precision: str, provider: str | None, cuda_graph: bool,
-                    compile: bool) -> dict:
-    """The options each backend takes, checked before anything loads."""
-    if provider and backend != "onnxruntime":
-        raise VdmError("--provider only applies to --backend onnxruntime")
-    if compile and backend != "torch":
-        raise VdmError("--compile only applies to --backend torch")
-    if cuda_graph and backend not in ("onnxruntime", "tensorrt"):
-        raise VdmError("--cuda-graph only applies to --backend onnxruntime or tensorrt")
-    options: dict = {"precision": precision}
-    if backend == "onnxruntime":
-        options.update(provider=provider, cuda_graph=cuda_graph)
-    elif backend == "tensorrt":
-        options.update(cuda_graph=cuda_graph)
-    elif backend == "torch":
-        options.update(compile=compile)
-    return options
+from vdm.cli.flags import backend_flags, pop_backend_options, sampler_flags
+from vdm.errors import cli_errors
+from vdm.runtime.backend import synchronize
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False, type=click.Path())
-@click.option("--backend", default="torch", show_default=True, type=click.Choice(list(BACKENDS)))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
-              help="torch/openvino compute precision; auto picks bf16 on CPUs with bf16 matrix units, fp16 on CUDA.")
-@click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, type=click.Choice(list(SAMPLERS)))
-@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="Sampling steps (network calls).")
-@click.option("--spacing", type=click.Choice(SPACINGS), help="Timesteps of the steps (default: the sampler's own).")
+@backend_flags
+@sampler_flags
 @click.option("--eta", default=0.0, show_default=True, type=float, help="DDIM noise (0 = deterministic; ddim only).")
 @click.option("--num-samples", "-n", default=4, show_default=True, type=int)
 @click.option("--frames", type=int, help="Frames T (default: the model's).")
@@ -65,28 +25,25 @@ def backend_options(backend: str, precision: str, provider: str | None, cuda_gra
 @click.option("--class", "class_label", type=int, help="Class label, for a class-conditional model.")
 @click.option("--out", default="samples", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fps", default=8, show_default=True, type=int)
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]),
-              help="ONNX Runtime execution provider (default: from --device).")
-@click.option("--cuda-graph", is_flag=True, help="Capture the denoiser in a CUDA graph (static shapes).")
-@click.option("--compile", is_flag=True, help="torch.compile the network (torch backend).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(model, backend, device, precision, sampler, steps, spacing, eta, num_samples, frames, size, seed, guidance,
-         class_label, out, fps, provider, cuda_graph, compile, debug):
+         class_label, out, fps, debug, **backend_options):
     """Generate videos from MODEL (a checkpoint .safetensors or an exported bundle directory).
 
     Without MODEL, the bundled demo model (bouncing shapes) is used.
     """
     from vdm.runtime.generator import VideoGenerator
+    from vdm.video import write_videos
 
-    options = backend_options(backend, precision, provider, cuda_graph, compile)
+    options = pop_backend_options(backend, backend_options)
     if model is None:
         from vdm.demo import demo_model_path
 
         model = demo_model_path(backend)
         click.echo(f"model: the bundled demo ({model})")
     t0 = time.perf_counter()
-    generator = VideoGenerator(model, backend=backend, device=device, **options)
+    generator = VideoGenerator(model, backend=backend, device=device, precision=precision, **options)
     load_s = time.perf_counter() - t0
     click.echo(f"backend: {generator.backend.describe()}, loaded in {load_s:.2f} s")
 
@@ -113,7 +70,7 @@ def main(model, backend, device, precision, sampler, steps, spacing, eta, num_sa
     synchronize(generator.device)
     total_s = time.perf_counter() - start
     bar.close()
-    paths = write_outputs(videos.cpu(), Path(out), fps)
+    paths = write_videos(Path(out), videos.cpu(), fps)
     median_ms = 1000 * sorted(step_times)[len(step_times) // 2]
     click.echo(f"{num_samples} videos {tuple(videos.shape[1:])}: {total_s:.2f} s total, "
                f"{median_ms:.1f} ms per step (median of {len(step_times)})")

@@ -1,9 +1,11 @@
 """The deployment bundle: a directory with the exported network(s) and `vdm.json`, its manifest.
 
-The manifest holds everything the runtime needs without the checkpoint or the training code: the
-model and diffusion configs, each exported network's file, precision, input/output names, dtypes and
-shapes with the dynamic axes and their limits, the export's parity results, and the versions used.
-Paths inside are relative to the bundle, so a bundle can be moved or copied anywhere.
+The one home of the bundle format: `vdm.export` writes it and `vdm.runtime` reads it, and neither
+imports the other. The manifest holds everything the runtime needs without the checkpoint or the
+training code: the model and diffusion configs, each exported network's file, precision,
+input/output names, dtypes and shapes with the dynamic axes and their limits, the export's parity
+results, the versions used, and (vdm.engine) any TensorRT engine built from it. Paths inside are
+relative to the bundle, so a bundle can be moved or copied anywhere.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdm.atomic import atomic_write_text
 from vdm.config import DiffusionConfig, ModelConfig, from_dict
 from vdm.errors import VdmError
 
@@ -38,19 +41,28 @@ class Bundle:
                            f"{'--fp16 ' if precision == 'fp16' else ''}--out {self.root} CHECKPOINT`")
         return self.networks[precision]
 
-    def pick_precision(self, precision: str, device_type: str) -> str:
-        """'auto' -> fp16 on CUDA when exported, else fp32 when exported, else what there is."""
-        if precision != "auto":
-            self.network(precision)
-            return precision
-        preferred = ["fp16", "fp32"] if device_type == "cuda" else ["fp32", "fp16"]
-        return next(p for p in preferred + list(self.networks) if p in self.networks)
-
     def file(self, precision: str, key: str = "file") -> Path:
         path = self.root / self.network(precision)[key]
         if not path.is_file():
             raise VdmError(f"bundle {self.root}: {path.name} is missing; re-export the bundle")
         return path
+
+
+def network_file(precision: str) -> str:
+    """The ONNX file name of the `precision` network: unet.onnx (fp32), unet.fp16.onnx, ..."""
+    return "unet.onnx" if precision == "fp32" else f"unet.{precision}.onnx"
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    """Replace the bundle's manifest atomically (the last step of every change to a bundle)."""
+    atomic_write_text(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=2))
+
+
+def check_input_names(found: list[str], network: dict, file_name: str) -> None:
+    """Raise a VdmError when a loaded network's inputs are not the ones its manifest entry lists."""
+    expected = [io["name"] for io in network["inputs"]]
+    if sorted(found) != sorted(expected):
+        raise VdmError(f"{file_name} has inputs {found}, its manifest says {expected}; re-export the bundle")
 
 
 def check_bundle_shape(network: dict, model_config: ModelConfig, batch: int, frames: int, height: int,
