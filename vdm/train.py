@@ -323,16 +323,13 @@ class Trainer:
         return total, grad_norm
 
     # -- outputs (rank 0 writes them all) ---------------------------------------------------------
-    def checked_stats(self) -> tuple[float, float]:
-        """The mean loss and gradient norm since the last metrics line; waits for the device.
-
-        Raises TrainingDiverged, before anything is saved, if a step's loss or gradient was not finite.
-        """
+    def check_finite(self) -> None:
+        """Wait for the device; raise TrainingDiverged if a step since the start had a non-finite loss
+        or gradient (called before anything is saved, so the last checkpoint stays good)."""
         diverged = self.stats.divergence(self.ranks)
         if diverged:
             raise TrainingDiverged(f"{diverged}; stopped. The last good checkpoint is in {self.checkpoint_dir} "
                                    "(try a lower --lr)")
-        return self.stats.means(self.ranks)
 
     def write_samples(self) -> Path | None:
         """Rank 0 samples videos from the EMA weights into OUT/samples/step_XXXXXX/; the others wait."""
@@ -356,11 +353,17 @@ class Trainer:
         barrier(self.ranks)
         return folder
 
-    def metrics_line(self, loss: float, grad_norm: float, rate: float) -> str:
-        steps = max(1, self.stats.steps)
-        return json.dumps({"step": self.step, "loss": loss, "grad_norm": grad_norm,
-                           "lr": self.optimizer.param_groups[0]["lr"], "steps_per_s": rate,
-                           "data_ms_per_step": 1e3 * self.data_seconds / steps}) + "\n"
+    def log(self, metrics, bar: tqdm, rate: float) -> None:
+        """One metrics.jsonl line (rank 0): means over the steps since the last line and every rank."""
+        loss, grad_norm = self.stats.means(self.ranks)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if self.ranks.is_main:
+            metrics.write(json.dumps({"step": self.step, "loss": loss, "grad_norm": grad_norm,
+                                      "lr": self.optimizer.param_groups[0]["lr"], "steps_per_s": rate,
+                                      "data_ms_per_step": 1e3 * self.data_seconds / max(1, self.stats.steps)}) + "\n")
+            metrics.flush()
+        self.stats.reset()
+        self.data_seconds = 0.0
 
     def run(self) -> None:
         """Train to `steps`, logging, checkpointing and sampling on the way (files from rank 0 only)."""
@@ -383,15 +386,9 @@ class Trainer:
                     save = self.step % tc.checkpoint_every == 0 or last
                     sample = (tc.sample_every and self.step % tc.sample_every == 0) or last
                     if log or save or sample:
-                        loss, grad_norm = self.checked_stats()
+                        self.check_finite()
                     if log:
-                        bar.set_postfix(loss=f"{loss:.4f}")
-                        if main:
-                            rate = (self.step - start_step) / (time.perf_counter() - start)
-                            metrics.write(self.metrics_line(loss, grad_norm, rate))
-                            metrics.flush()
-                        self.stats.reset()
-                        self.data_seconds = 0.0
+                        self.log(metrics, bar, (self.step - start_step) / (time.perf_counter() - start))
                     if save:
                         self.save()
                     if sample:
