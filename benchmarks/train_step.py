@@ -262,20 +262,23 @@ def markdown(report: dict) -> str:
 
 
 def headlines(rows: list[dict], baseline_label: str | None) -> list[str]:
-    """Per thread count: this tree vs the baseline (one process), and N processes vs one (this tree)."""
+    """Per thread count and layout: this tree vs the baseline (one process each), and N processes vs one."""
     ok = [r for r in rows if r["status"] == "ok"]
     out = []
-    for threads in dict.fromkeys(r["threads"] for r in ok):
-        mine = [r for r in ok if r["threads"] == threads and r["code"] == "this tree"]
-        one = next((r for r in mine if r["world_size"] == 1), None)
-        base = next((r for r in ok if r["threads"] == threads and r["code"] == baseline_label), None)
-        if one and base:
-            out.append(f"{threads} thread(s), 1 process: {fmt(one['steps_per_s'])} steps/s vs "
-                       f"{fmt(base['steps_per_s'])} for {baseline_label} ({one['steps_per_s'] / base['steps_per_s']:.2f}x)")
-        for r in mine:
-            if one and r["world_size"] > 1:
-                out.append(f"{r['world_size']} processes x {threads} thread(s): {fmt(r['steps_per_s'])} steps/s "
-                           f"({r['steps_per_s'] / one['steps_per_s']:.2f}x one process of {threads} thread(s))")
+    for r in ok:
+        if r["code"] != "this tree":
+            continue
+        same = [o for o in ok if o["threads"] == r["threads"] and o["memory_format"] == r["memory_format"]
+                and o["world_size"] == 1]
+        base = next((o for o in same if o["code"] == baseline_label), None)
+        one = next((o for o in same if o["code"] == "this tree"), None)
+        setting = f"{r['threads_per_process']} thread(s), {r['memory_format']}"
+        if r["world_size"] == 1 and base:
+            out.append(f"{setting}, 1 process: {fmt(r['steps_per_s'])} steps/s vs {fmt(base['steps_per_s'])} "
+                       f"for {baseline_label} ({r['steps_per_s'] / base['steps_per_s']:.2f}x)")
+        elif r["world_size"] > 1 and one:
+            out.append(f"{setting}, {r['world_size']} processes: {fmt(r['steps_per_s'])} steps/s "
+                       f"({r['steps_per_s'] / one['steps_per_s']:.2f}x one process)")
     return out
 
 
