@@ -9,9 +9,9 @@ the next steps while this one trains:
 - folder data: the decoded clips, in pinned memory on CUDA, copied to the device without waiting;
 - synthetic data off the CPU: only each clip's shapes (a few numbers); torch draws the pixels on the
   device, batched (`vdm.data.render_scenes`), bit-identical to the numpy reference renderer;
-- synthetic data on the CPU: the clips from the numpy reference renderer, which the batched torch
-  renderer does not beat there (one thread, clips of 8x32x32: 1.4 ms both for batch 4; 16x64x64,
-  batch 16: 23 ms numpy, 27 ms torch; `benchmarks/train_step.py` prints both).
+- synthetic data on the CPU: the clips from the numpy reference renderer, faster there than the
+  batched torch renderer (tiny preset, 4 clips of 8x32x32: 1.1-1.6 ms against 1.5-3.1 ms on the
+  AVX-512 Xeon of benchmarks/results/train-step-cpu-2026-11-28, whose rows print both).
 """
 from __future__ import annotations
 

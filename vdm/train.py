@@ -50,9 +50,11 @@ from vdm.unet import Unet3D, count_parameters
 LABEL_DROPOUT = 0.1  # fraction of conditional examples trained as the null class (for guidance)
 NOISE_STREAM, DROPOUT_STREAM = 0, 1  # the step's two seeded streams: see step_seed
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
-# TrainConfig.memory_format "auto", per device type. CPU: channels-last 3D convolutions train faster
-# (oneDNN; tiny preset, batch 4, forward + backward: 1.17 -> 0.94 s on 1 thread, 0.61 -> 0.55 s on 2;
-# benchmarks/train_step.py). CUDA: the default layout until that benchmark measures both there.
+# TrainConfig.memory_format "auto", per device type. CPU: channels-last 3D, faster with oneDNN on the
+# AVX2 EPYC (tiny preset, batch 4, forward + backward: 1.17 -> 0.94 s on 1 thread, 0.61 -> 0.55 s on 2);
+# on the AVX-512 Xeon whole steps in either layout are within 2-7 % of each other, neither always ahead
+# (benchmarks/results/train-step-cpu-2026-11-28). CUDA: the default layout until benchmarks/train_step.py
+# measures both there.
 AUTO_MEMORY_FORMAT = {"cpu": "channels_last_3d", "cuda": "contiguous"}
 AUTO_WORKERS = {"cpu": 0, "cuda": 4}  # TrainConfig.workers None, per device type (see its comment)
 
@@ -81,8 +83,8 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
     """The fused AdamW: on CUDA a few kernels for every parameter; on the CPU too it is faster than
-    the default loop (one thread, an update of the tiny preset's 2.0 M parameters: 10.2 -> 3.5 ms;
-    small's 32 M: 122 -> 64 ms; measured on the Xeon of benchmarks/results/train-step-cpu-2026-11-28)."""
+    the default loop (one update on one thread of the AVX-512 Xeon, timed once outside the benchmark:
+    the tiny preset's 2.0 M parameters 10.2 -> 3.5 ms, small's 32 M 122 -> 64 ms)."""
     return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True)
 
 
