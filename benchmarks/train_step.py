@@ -66,15 +66,13 @@ def median_ms(fn, device: torch.device, runs: int = 5) -> float:
 
 def draw_times(trainer, device: torch.device, step: int) -> dict:
     """ms to draw one rank's clips of `step`: numpy reference renderer, and torch on the device."""
-    from vdm.data import SyntheticShapes
-
-    from vdm import batches  # absent from older trees: the caller catches the ImportError
-    from vdm.data import render_scenes, scene_arrays, stack_scenes
+    from vdm.batches import step_indices  # this tree's: the caller asks only a Trainer that has batches
+    from vdm.data import SyntheticShapes, render_scenes, scene_arrays, stack_scenes
 
     data = trainer.batches.dataset
     if not isinstance(data, SyntheticShapes):
         return {}
-    indices = batches.step_indices(step, trainer.train_cfg.batch_size, trainer.ranks)
+    indices = step_indices(step, trainer.train_cfg.batch_size, trainer.ranks)
 
     def numpy_draw():
         return torch.stack([data.clip(i) for i in indices])
@@ -202,7 +200,7 @@ def run_row(spec: dict, world_size: int, pythonpath: str | None) -> dict:
     return json.loads(Path(spec["result"]).read_text())
 
 
-def row_numbers(result: dict, spec: dict, world_size: int, flops_per_clip: float, global_batch: int) -> dict:
+def row_numbers(result: dict, spec: dict, flops_per_clip: float, global_batch: int) -> dict:
     block = statistics.median(result["block_s"])
     steps_per_s = spec["steps"] / block
     return {"steps_per_s": steps_per_s, "ms_per_step": 1e3 / steps_per_s, "clips_per_s": steps_per_s * global_batch,
@@ -346,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result = run_row(spec, row["world_size"], pythonpath)
                 rows.append(row | {"status": "ok"} | result
-                            | row_numbers(result, spec, row["world_size"], flops, global_batch))
+                            | row_numbers(result, spec, flops, global_batch))
                 r = rows[-1]
                 print(f"    {r['steps_per_s']:.3g} steps/s, {r['clips_per_s']:.3g} clips/s, {r['tflops']:.3g} TFLOP/s, "
                       f"data wait {fmt(r.get('data_wait_ms'))} ms/step", flush=True)

@@ -22,7 +22,8 @@ from vdm.distributed import Ranks, ranks_from_env
 from vdm.errors import VdmError
 from vdm.train import Trainer, build_preset
 
-TINY_TOML = (Path(__file__).parent / "test_train.py").read_text().split('TINY_TOML = """\\\n')[1].split('"""')[0]
+from test_train import TINY_TOML  # the tiny model as a vdm-train config (tests/ is on sys.path)
+
 WORLD = 2
 SPAWN_TIMEOUT_S = 180  # a hung collective fails the test instead of the suite
 
