@@ -297,6 +297,18 @@ def test_a_cuda_step_never_waits_for_the_gpu(tmp_path, tiny_model_config):
     assert trainer.stats.means(Ranks())[0] > 0
 
 
+@pytest.mark.parametrize("layout, expected", [("auto", torch.channels_last_3d), ("contiguous", torch.contiguous_format)])
+def test_the_memory_format_setting_picks_the_activation_layout(tmp_path, tiny_model_config, layout, expected):
+    trainer = Trainer(tiny_preset(tiny_model_config, memory_format=layout), tmp_path, CPU)
+    assert trainer.memory_format == expected
+    assert trainer.model.conv_in.weight.is_contiguous(memory_format=expected)
+
+
+def test_an_unknown_memory_format_is_refused():
+    with pytest.raises(VdmError, match="memory_format must be one of auto, contiguous, channels_last_3d"):
+        TrainConfig(memory_format="nhwc")
+
+
 def test_update_ema_moves_every_weight_by_one_minus_the_ramped_decay():
     model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     before = [p.detach().clone() for p in ema.parameters()]

@@ -10,7 +10,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from vdm.errors import VdmError
 
@@ -136,13 +136,9 @@ class TrainConfig:
     checkpoint_every: int = 250  # steps between checkpoints
     sample_steps: int = 50  # DDIM steps for the sample videos
     num_samples: int = 4  # videos in each sample grid
-    # DataLoader worker processes per training process, preparing the next steps' data (None: 0 on
-    # the CPU, where data is under 1 % of a step and workers would take cores from it; 4 on CUDA).
-    workers: int | None = None
+    workers: int | None = None  # DataLoader processes per training process; None: per device (vdm.train.AUTO_WORKERS)
     compile: bool = False  # torch.compile the network (the first steps compile: minutes)
-    # Activation layout (auto: channels-last 3D on the CPU, where oneDNN runs it faster, measured;
-    # contiguous on CUDA until measured there). benchmarks/train_step.py times both.
-    memory_format: MemoryFormatKind = "auto"
+    memory_format: MemoryFormatKind = "auto"  # activation layout; auto: per device (vdm.train.AUTO_MEMORY_FORMAT)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "sample_steps",
@@ -153,8 +149,9 @@ class TrainConfig:
             raise VdmError("sample_every and warmup_steps must be >= 0")
         if self.workers is not None and self.workers < 0:
             raise VdmError(f"workers must be >= 0, got {self.workers}")
-        if self.memory_format not in ("auto", "contiguous", "channels_last_3d"):
-            raise VdmError(f"memory_format must be auto, contiguous or channels_last_3d, got {self.memory_format!r}")
+        if self.memory_format not in get_args(MemoryFormatKind):
+            raise VdmError(f"memory_format must be one of {', '.join(get_args(MemoryFormatKind))}, "
+                           f"got {self.memory_format!r}")
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

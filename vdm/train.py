@@ -56,7 +56,10 @@ MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": tor
 # (benchmarks/results/train-step-cpu-2026-11-28). CUDA: the default layout until benchmarks/train_step.py
 # measures both there.
 AUTO_MEMORY_FORMAT = {"cpu": "channels_last_3d", "cuda": "contiguous"}
-AUTO_WORKERS = {"cpu": 0, "cuda": 4}  # TrainConfig.workers None, per device type (see its comment)
+# TrainConfig.workers None, per device type. CPU: none; data is under 1 % of a step there (about 2 ms
+# of 260-480 ms, benchmarks/results/train-step-cpu-2026-11-28) and workers would take its cores.
+# CUDA: 4 processes sampling the next steps' shapes (about 0.1 ms a clip) or decoding videos.
+AUTO_WORKERS = {"cpu": 0, "cuda": 4}
 
 
 def lr_at(step: int, peak: float, warmup_steps: int) -> float:
