@@ -20,7 +20,9 @@ x, t and y; pass perturb=False for the exact-zero model.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,46 @@ def tiny_bundle(tmp_path_factory, tiny_bundle_checkpoint) -> Path:
     export_bundle(tiny_bundle_checkpoint, out, ExportOptions(precision="fp32", batch=2), log=quiet)
     export_bundle(tiny_bundle_checkpoint, out, ExportOptions(precision="fp16", batch=2), log=quiet)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A guard for the whole suite's process
+
+
+class _StackT(ctypes.Structure):  # the C stack_t of sigaltstack(2)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _is_mapped(address: int) -> bool:
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        low, high = (int(part, 16) for part in line.split()[0].split("-"))
+        if low <= address < high:
+            return True
+    return False
+
+
+def disable_dangling_signal_stack() -> bool:
+    """Unregister this thread's alternate signal stack if its memory is no longer mapped; True if it was.
+
+    OpenVINO's CPU plugin (2026.4, seen on this suite's machines) registers an alternate signal
+    stack for the thread that compiles a model and later frees it without unregistering it. Any
+    signal handled on that stack then kills the process with SIGSEGV: after the first DataLoader
+    with workers, CPython's SIGCHLD handler (SA_ONSTACK) runs whenever a child process (ffmpeg) exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & 2 or not current.ss_sp:  # 2: SS_DISABLE
+        return False
+    if _is_mapped(current.ss_sp):
+        return False
+    libc.sigaltstack(ctypes.byref(_StackT(None, 2, 0)), None)
+    return True
+
+
+@pytest.fixture(autouse=True)
+def no_dangling_signal_stack():
+    """After each test, drop an alternate signal stack a library freed (see disable_dangling_signal_stack)."""
+    yield
+    disable_dangling_signal_stack()

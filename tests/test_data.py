@@ -13,11 +13,16 @@ from vdm.data import (
     RADIUS_RANGE,
     MIN_RADIUS,
     SPEED_RANGE,
+    ShapeTrack,
     SyntheticShapes,
     VideoFolder,
     bounce,
     make_dataset,
+    render_scenes,
+    render_tracks,
+    scene_arrays,
     square_frame,
+    stack_scenes,
 )
 from vdm.errors import VdmError
 from vdm.video import from_uint8_frames, write_gif_grid, write_mp4
@@ -130,6 +135,64 @@ def test_batch_stacks_the_clips_of_consecutive_indices():
     assert batch.shape == (3, 3, 4, 16, 16)
     for i in range(3):
         assert torch.equal(batch[i], data.clip(6 + i))
+
+
+# ---------------------------------------------------------------------------------------------
+# The batched torch renderer (what training on a GPU draws with)
+
+
+def torch_rendered(data: SyntheticShapes, indices, device: str = "cpu") -> torch.Tensor:
+    """The clips at `indices`, drawn by render_scenes from their shapes: (B, 3, T, H, W)."""
+    scenes = stack_scenes([scene_arrays(data.tracks(i), data.max_shapes, data.frames) for i in indices])
+    return render_scenes(scenes.to(torch.device(device)), data.height, data.width).cpu()
+
+
+@pytest.mark.parametrize("frames,height,width,seed", [(8, 32, 32, 0), (3, 17, 33, 1), (1, 4, 4, 2), (40, 24, 24, 3)])
+def test_the_torch_renderer_draws_the_reference_clips_bit_for_bit(frames, height, width, seed):
+    data = SyntheticShapes(frames, height, seed=seed, height=height, width=width)
+    indices = range(5, 29)  # 24 clips: both kinds, 1-3 shapes, overlaps and bounces
+    assert torch.equal(torch_rendered(data, indices), torch.stack([data.clip(i) for i in indices]))
+
+
+def edge_tracks(count: int = 64, size: int = 16) -> list[ShapeTrack]:
+    """Shapes whose edge passes within 1e-12 px of a pixel centre: a renderer whose arithmetic
+    differs from the reference's (float32 distances, say) draws some of those pixels differently."""
+    rng = np.random.default_rng(0)
+    tracks = []
+    for k in range(count):
+        radius = rng.uniform(2, 5)
+        centre = 8.5 + radius + (1e-12 if k % 4 < 2 else -1e-12)  # pixel 8's centre lies on the edge
+        kind = "square" if k % 2 else "disc"
+        tracks.append(ShapeTrack(kind, PALETTE[k % len(PALETTE)], radius, np.array([[centre, 8.5]]), (0.0, 0.0)))
+    return tracks
+
+
+def test_the_torch_renderer_agrees_with_the_reference_on_pixels_at_shape_edges():
+    tracks = edge_tracks()
+    reference = torch.stack([torch.from_numpy(from_uint8_frames(render_tracks([t], 1, 16, 16))) for t in tracks])
+    scenes = stack_scenes([scene_arrays([t], 1, 1) for t in tracks])
+    assert torch.equal(render_scenes(scenes, 16, 16), reference)
+
+
+def test_the_torch_renderer_pads_clips_with_fewer_shapes_than_the_most():
+    data = SyntheticShapes(4, 16, min_shapes=1, max_shapes=6)
+    counts = [len(data.tracks(i)) for i in range(12)]
+    assert min(counts) < 6  # empty slots were drawn (as nothing)
+    assert torch.equal(torch_rendered(data, range(12)), data.batch(0, 12))
+
+
+def test_scenes_count_the_shapes_of_each_clip():
+    data = SyntheticShapes(4, 16)
+    scenes = stack_scenes([scene_arrays(data.tracks(i), data.max_shapes, data.frames) for i in range(10)])
+    assert scenes.count.tolist() == [len(data.clip_with_meta(i)[1]) for i in range(10)]
+
+
+@pytest.mark.gpu
+def test_the_torch_renderer_on_cuda_draws_the_reference_clips_bit_for_bit():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    data = SyntheticShapes(16, 64, seed=5)
+    assert torch.equal(torch_rendered(data, range(32), "cuda"), data.batch(0, 32))
 
 
 @pytest.mark.parametrize("kwargs", [dict(size=3), dict(max_shapes=len(PALETTE) + 1),

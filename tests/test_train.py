@@ -16,7 +16,8 @@ import vdm.train
 from vdm.checkpoint import load_model, load_torch
 from vdm.config import DiffusionConfig, ModelConfig, Preset, TrainConfig
 from vdm.errors import TrainingDiverged, VdmError
-from vdm.train import Trainer
+from vdm.distributed import Ranks
+from vdm.train import StepStats, Trainer, update_ema
 from vdm.video import read_video
 
 CPU = torch.device("cpu")
@@ -87,7 +88,8 @@ def test_a_run_leaves_an_inference_checkpoint_of_its_last_step(short_run):
 def test_a_run_leaves_a_training_state_to_resume_from(short_run):
     state = load_torch(short_run / "checkpoints" / "train_state.pt")
     assert state["step"] == 2
-    assert {"model", "ema", "optimizer", "generator", "torch_rng", "config"} <= set(state)
+    assert state["world_size"] == 1
+    assert {"model", "ema", "optimizer", "config"} <= set(state)
 
 
 def test_a_run_logs_finite_losses_for_every_step(short_run):
@@ -104,7 +106,7 @@ def test_a_run_writes_its_configs(short_run):
 
 def test_a_run_writes_sample_videos_of_the_model_shape_at_the_end(short_run):
     folder = short_run / "samples" / "step_000002"
-    assert read_video(folder / "sample_00.mp4").shape == (4, 8, 8, 3)  # (T, H, W, RGB)
+    assert read_video(folder / "sample_000.mp4").shape == (4, 8, 8, 3)  # (T, H, W, RGB)
     assert len(read_video(folder / "grid.gif")) >= 1  # Pillow may merge identical frames
 
 
@@ -233,7 +235,7 @@ def test_conditional_training_on_synthetic_data_runs_and_samples(tmp_path, tiny_
     run(tiny_preset(cfg, steps=1), tmp_path)
     model, _, _ = load_model(tmp_path / "checkpoints" / "latest.safetensors")
     assert model.cfg.num_classes == 3
-    assert (tmp_path / "samples" / "step_000001" / "sample_00.mp4").is_file()
+    assert (tmp_path / "samples" / "step_000001" / "sample_000.mp4").is_file()
 
 
 @pytest.fixture
@@ -261,6 +263,89 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_loadable(tmp_path, tiny_model
     model, _, metadata = load_model(tmp_path / "checkpoints" / "latest.safetensors")
     assert metadata["step"] == "1"
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_step_returns_its_loss_and_grad_norm_as_tensors_on_the_device(tmp_path, tiny_model_config):
+    loss, grad_norm = Trainer(tiny_preset(tiny_model_config), tmp_path, CPU).train_step()
+    assert isinstance(loss, torch.Tensor) and loss.shape == () and loss.device == CPU
+    assert isinstance(grad_norm, torch.Tensor) and grad_norm.shape == ()
+
+
+def test_a_steps_draws_depend_only_on_the_seed_and_the_step(tmp_path, tiny_model_config):
+    trainer = Trainer(tiny_preset(tiny_model_config), tmp_path, CPU)
+    shape = torch.Size((2, 3, 4, 8, 8))
+    t1, noise1, _ = trainer.draws(5, shape)
+    trainer.draws(6, shape)
+    t2, noise2, _ = trainer.draws(5, shape)
+    assert torch.equal(t1, t2) and torch.equal(noise1, noise2)
+    assert not torch.equal(noise1, trainer.draws(6, shape)[1])
+
+
+@pytest.mark.gpu
+def test_a_cuda_step_never_waits_for_the_gpu(tmp_path, tiny_model_config):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    trainer = Trainer(tiny_preset(tiny_model_config, steps=5, workers=0), tmp_path, torch.device("cuda"))
+    trainer.train_step()  # the first step initializes (cuDNN, allocator)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            trainer.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    trainer.check_finite()
+    assert trainer.stats.means(Ranks())[0] > 0
+
+
+@pytest.mark.parametrize("layout, expected", [("auto", torch.channels_last_3d), ("contiguous", torch.contiguous_format)])
+def test_the_memory_format_setting_picks_the_activation_layout(tmp_path, tiny_model_config, layout, expected):
+    trainer = Trainer(tiny_preset(tiny_model_config, memory_format=layout), tmp_path, CPU)
+    assert trainer.memory_format == expected
+    assert trainer.model.conv_in.weight.is_contiguous(memory_format=expected)
+
+
+def test_an_unknown_memory_format_is_refused():
+    with pytest.raises(VdmError, match="memory_format must be one of auto, contiguous, channels_last_3d"):
+        TrainConfig(memory_format="nhwc")
+
+
+def test_update_ema_moves_every_weight_by_one_minus_the_ramped_decay():
+    model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in ema.parameters()]
+    update_ema(ema, model, decay=0.99, step=0)  # early steps use d = (1 + step) / (10 + step) = 0.1
+    for e, b, m in zip(ema.parameters(), before, model.parameters()):
+        torch.testing.assert_close(e, 0.1 * b + 0.9 * m)
+
+
+def test_step_stats_average_the_steps_since_the_last_reset():
+    stats = StepStats(CPU)
+    stats.add(0, torch.tensor(9.0), torch.tensor(1.0))
+    stats.reset()
+    stats.add(1, torch.tensor(1.0), torch.tensor(2.0))
+    stats.add(2, torch.tensor(3.0), torch.tensor(4.0))
+    assert stats.means(Ranks()) == (2.0, 3.0)
+    assert stats.divergence(Ranks()) is None
+
+
+def test_step_stats_name_the_first_step_that_was_not_finite():
+    stats = StepStats(CPU)
+    stats.add(4, torch.tensor(1.0), torch.tensor(2.0))
+    stats.add(5, torch.tensor(1.0), torch.tensor(float("inf")))
+    stats.add(6, torch.tensor(float("nan")), torch.tensor(float("nan")))
+    stats.reset()  # a metrics line in between does not forget it
+    assert stats.divergence(Ranks()) == "gradient norm became inf at step 5"
+
+
+def test_a_compiled_network_trains_the_same_weights_and_saves_plain_names(tmp_path, tiny_model_config, monkeypatch):
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="eager"))  # no C++ build
+    compiled = run(tiny_preset(tiny_model_config, compile=True), tmp_path / "compiled")
+    plain = run(tiny_preset(tiny_model_config), tmp_path / "plain")
+    assert compiled.network is not compiled.model
+    saved = load_torch(tmp_path / "compiled" / "checkpoints" / "train_state.pt")["model"]
+    assert saved.keys() == plain.model.state_dict().keys()
+    for name, tensor in plain.ema.state_dict().items():
+        torch.testing.assert_close(compiled.ema.state_dict()[name], tensor, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,6 +440,33 @@ def test_vdm_train_init_from_fine_tunes_and_records_the_checkpoint(tmp_path, tin
     assert json.loads((out / "config.json").read_text())["train"]["init_from"] == str(trained_checkpoint)
     _, _, metadata = load_model(out / "checkpoints" / "latest.safetensors")
     assert metadata["step"] == "1"  # a new run: its steps count from 0
+
+
+def test_vdm_train_records_the_workers_and_compile_flags_in_the_run_config(tmp_path, tiny_toml):
+    out = tmp_path / "run"
+    result = train_cli("--config", tiny_toml, "--steps", 1, "--batch-size", 2, "--workers", 1,
+                       "--sample-every", 0, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert (train["workers"], train["compile"]) == (1, False)
+
+
+def test_vdm_train_refuses_a_negative_worker_count(tmp_path, tiny_toml):
+    result = train_cli("--config", tiny_toml, "--workers", -1, "--out", tmp_path / "run")
+    assert "workers must be >= 0" in assert_one_line_error(result)
+
+
+def test_vdm_train_under_torchrun_refuses_a_batch_the_processes_cannot_share(tmp_path, tiny_toml):
+    torchrun_env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}
+    result = CliRunner().invoke(vdm.train.main, ["--config", str(tiny_toml), "--batch-size", "3",
+                                                 "--out", str(tmp_path / "run")], env=torchrun_env)
+    assert "batch_size 3 does not split over 2 processes" in assert_one_line_error(result)
+
+
+def test_vdm_train_refuses_a_partial_torchrun_environment(tmp_path, tiny_toml):
+    result = CliRunner().invoke(vdm.train.main, ["--config", str(tiny_toml), "--out", str(tmp_path / "run")],
+                                env={"RANK": "0", "LOCAL_RANK": None, "WORLD_SIZE": None})
+    assert "sets RANK but not LOCAL_RANK, WORLD_SIZE" in assert_one_line_error(result)
 
 
 def test_vdm_train_refuses_a_missing_init_from_checkpoint(tmp_path, tiny_toml):

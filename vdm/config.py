@@ -10,13 +10,14 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from vdm.errors import VdmError
 
 NormKind = Literal["group", "batch"]
 ScheduleKind = Literal["linear", "cosine"]
 PredictionKind = Literal["epsilon", "v"]
+MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
 
 
 @dataclass
@@ -140,7 +141,9 @@ class TrainConfig:
     checkpoint_every: int = 250  # steps between checkpoints
     sample_steps: int = 6  # steps of the sample videos, with vdm-run's default sampler (UniPC)
     num_samples: int = 4  # videos in each sample grid
-
+    workers: int | None = None  # DataLoader processes per training process; None: per device (vdm.train.AUTO_WORKERS)
+    compile: bool = False  # torch.compile the network (the first steps compile: minutes)
+    memory_format: MemoryFormatKind = "auto"  # activation layout; auto: per device (vdm.train.AUTO_MEMORY_FORMAT)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "sample_steps",
@@ -149,6 +152,11 @@ class TrainConfig:
                 raise VdmError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sample_every < 0 or self.warmup_steps < 0:
             raise VdmError("sample_every and warmup_steps must be >= 0")
+        if self.workers is not None and self.workers < 0:
+            raise VdmError(f"workers must be >= 0, got {self.workers}")
+        if self.memory_format not in get_args(MemoryFormatKind):
+            raise VdmError(f"memory_format must be one of {', '.join(get_args(MemoryFormatKind))}, "
+                           f"got {self.memory_format!r}")
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

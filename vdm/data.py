@@ -4,9 +4,14 @@ Every dataset gives clips as float32 tensors `(C=3, T, H, W)` in [-1, 1], addres
 index, and a clip depends only on `(seed, index)`. `batch(step, batch_size)` takes the clips
 `step * batch_size ...`, so a training batch is a pure function of the step and a resumed run sees
 exactly the data it would have seen.
+
+The synthetic clips have two renderers that give the same pixels: `render_tracks` (numpy, one clip)
+and `render_scenes` (torch, a batch at once, on any device), both from the same per-clip shapes.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -46,6 +51,10 @@ class ClipDataset:
     def clip(self, index: int) -> torch.Tensor:
         """One clip, (3, T, H, W) float32 in [-1, 1]; depends only on (seed, index)."""
         raise NotImplementedError(f"{type(self).__name__} must implement clip()")
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """The clip at `index`, so a dataset can feed a `torch.utils.data.DataLoader`."""
+        return self.clip(index)
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         """Clips step*batch_size ... step*batch_size + batch_size - 1, stacked: (B, 3, T, H, W)."""
@@ -147,17 +156,100 @@ class SyntheticShapes(ClipDataset):
             raise VdmError(f"need 1 <= min_shapes <= max_shapes <= {len(PALETTE)} (one colour each), "
                            f"got min_shapes={self.min_shapes} max_shapes={self.max_shapes}")
 
-    def clip_with_meta(self, index: int) -> tuple[torch.Tensor, list[ShapeTrack]]:
-        """One clip (3, T, H, W) in [-1, 1] and its shapes, in drawing order."""
+    def tracks(self, index: int) -> list[ShapeTrack]:
+        """The shapes of clip `index`, in drawing order: everything the clip's pixels follow from."""
         rng = np.random.default_rng([self.seed, index])
         count = rng.integers(self.min_shapes, self.max_shapes + 1)
         colors = rng.choice(len(PALETTE), size=count, replace=False)  # distinct within the clip
-        tracks = [_sample_track(rng, PALETTE[c], self.frames, self.height, self.width) for c in colors]
+        return [_sample_track(rng, PALETTE[c], self.frames, self.height, self.width) for c in colors]
+
+    def clip_with_meta(self, index: int) -> tuple[torch.Tensor, list[ShapeTrack]]:
+        """One clip (3, T, H, W) in [-1, 1] and its shapes, in drawing order."""
+        tracks = self.tracks(index)
         video = render_tracks(tracks, self.frames, self.height, self.width)  # (T, H, W, 3)
         return torch.from_numpy(from_uint8_frames(video)), tracks
 
     def clip(self, index: int) -> torch.Tensor:
         return self.clip_with_meta(index)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The same shapes rendered by torch: a batch of clips at once, on any device
+#
+# Geometry is computed in float64 with the reference's operations in the reference's order (one
+# subtraction per distance, squares added once), so every pixel comes out bit-identical to
+# `render_tracks`; each shape is a (B, T, H, W) mask painted over the shapes before it.
+
+
+@dataclass
+class Scenes:
+    """The shapes of B clips as padded arrays, S = the most shapes a clip can have.
+
+    Slots past a clip's shape count have radius -1, so they cover no pixel.
+    """
+
+    positions: torch.Tensor  # (B, S, T, 2) float64 centre (y, x) per frame, px
+    radius: torch.Tensor  # (B, S) float64 disc radius / square half-side, px; -1 for an empty slot
+    radius_sq: torch.Tensor  # (B, S) float64 radius ** 2 as Python computes it; -1 for an empty slot
+    square: torch.Tensor  # (B, S) bool: square (True) or disc
+    color: torch.Tensor  # (B, S) int64 index into SCENE_COLORS (0 = background)
+    count: torch.Tensor  # (B,) int64 shapes per clip
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Scenes":
+        return Scenes(*(getattr(self, f.name).to(device, non_blocking=non_blocking)
+                        for f in dataclasses.fields(self)))
+
+    def pin_memory(self) -> "Scenes":
+        """Page-locked copies, for asynchronous host-to-GPU copies (DataLoader's pin_memory calls this)."""
+        return Scenes(*(getattr(self, f.name).pin_memory() for f in dataclasses.fields(self)))
+
+
+def scene_arrays(tracks: list[ShapeTrack], max_shapes: int, frames: int) -> dict[str, np.ndarray]:
+    """One clip's shapes as the padded arrays of one row of `Scenes` (without the B axis)."""
+    arrays = dict(positions=np.zeros((max_shapes, frames, 2)), radius=np.full(max_shapes, -1.0),
+                  radius_sq=np.full(max_shapes, -1.0), square=np.zeros(max_shapes, bool),
+                  color=np.zeros(max_shapes, np.int64), count=np.int64(len(tracks)))
+    for s, track in enumerate(tracks):
+        arrays["positions"][s] = track.positions  # (T, 2)
+        arrays["radius"][s], arrays["radius_sq"][s] = track.radius, track.radius**2
+        arrays["square"][s] = track.kind == "square"
+        arrays["color"][s] = PALETTE.index(track.color) + 1
+    return arrays
+
+
+def stack_scenes(rows: list[dict[str, np.ndarray]]) -> Scenes:
+    """Stack the `scene_arrays` of B clips into one `Scenes` (CPU tensors)."""
+    return Scenes(*(torch.from_numpy(np.stack([row[f.name] for row in rows]))
+                    for f in dataclasses.fields(Scenes)))
+
+
+@functools.lru_cache(maxsize=None)
+def scene_colors(device: torch.device) -> torch.Tensor:
+    """(1 + len(PALETTE), 3) float32 on `device`: the background, then the palette, in [-1, 1] as the
+    clips hold them. Cached: copying it to a GPU on every call would wait for the GPU each time."""
+    rgb = np.array([BACKGROUND, *PALETTE], np.uint8).reshape(1, -1, 1, 3)  # (T=1, H=K, W=1, 3)
+    return torch.from_numpy(from_uint8_frames(rgb).reshape(3, -1).T.copy()).to(device)  # (K, 3)
+
+
+def render_scenes(scenes: Scenes, height: int, width: int) -> torch.Tensor:
+    """Draw B clips on scenes' device -> (B, 3, T, H, W) float32 in [-1, 1], channels-last in memory.
+
+    Shapes are drawn in slot order (later ones on top), as `render_tracks` draws them.
+    """
+    device = scenes.positions.device
+    b, s, t, _ = scenes.positions.shape
+    ys = torch.arange(height, dtype=torch.float64, device=device) + 0.5  # (H,) pixel centres
+    xs = torch.arange(width, dtype=torch.float64, device=device) + 0.5  # (W,)
+    canvas = torch.zeros(b, t, height, width, dtype=torch.uint8, device=device)  # colour index per pixel
+    for slot in range(s):
+        dy = ys - scenes.positions[:, slot, :, 0, None]  # (B, T, H)
+        dx = xs - scenes.positions[:, slot, :, 1, None]  # (B, T, W)
+        radius = scenes.radius[:, slot, None, None]  # (B, 1, 1)
+        square = (dy.abs() <= radius)[..., :, None] & (dx.abs() <= radius)[..., None, :]  # (B, T, H, W)
+        disc = dy.square()[..., :, None] + dx.square()[..., None, :] <= scenes.radius_sq[:, slot, None, None, None]
+        covered = torch.where(scenes.square[:, slot, None, None, None], square, disc)  # (B, T, H, W)
+        canvas = torch.where(covered, scenes.color[:, slot, None, None, None].to(torch.uint8), canvas)
+    return scene_colors(device)[canvas.long()].permute(0, 4, 1, 2, 3)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,10 +43,10 @@ def make_betas(schedule: str, num_timesteps: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Schedule:
-    """The forward process, precomputed in float64."""
+    """The forward process, precomputed in float64 (numpy arrays, or tensors on a device: see `to`)."""
 
-    betas: np.ndarray  # (num_timesteps,)
-    alphas_cumprod: np.ndarray  # (num_timesteps,) alpha_bar_t = prod_{s<=t} (1 - beta_s)
+    betas: np.ndarray | torch.Tensor  # (num_timesteps,)
+    alphas_cumprod: np.ndarray | torch.Tensor  # (num_timesteps,) alpha_bar_t = prod_{s<=t} (1 - beta_s)
     prediction: str  # 'epsilon' or 'v'
 
     @classmethod
@@ -54,18 +54,25 @@ class Schedule:
         betas = make_betas(cfg.schedule, cfg.num_timesteps)
         return cls(betas, np.cumprod(1.0 - betas), cfg.prediction)
 
+    def to(self, device: torch.device | str) -> "Schedule":
+        """The same schedule as float64 tensors on `device`, so `gather` copies nothing from the host
+        (on CUDA such a copy makes the host wait for the GPU)."""
+        return Schedule(torch.as_tensor(self.betas).to(device), torch.as_tensor(self.alphas_cumprod).to(device),
+                        self.prediction)
+
     @property
     def num_timesteps(self) -> int:
         return len(self.betas)
 
 
-def gather(values: np.ndarray, t: torch.Tensor, ndim: int) -> torch.Tensor:
+def gather(values: np.ndarray | torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     """values[t] as float32 on t's device, shaped (B, 1, ..., 1) to broadcast over a (B, ...) tensor."""
-    out = torch.from_numpy(values).to(t.device)[t].float()
+    out = torch.as_tensor(values, device=t.device)[t].float()
     return out.reshape(-1, *([1] * (ndim - 1)))
 
 
-def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: np.ndarray) -> torch.Tensor:
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             alphas_cumprod: np.ndarray | torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps; x0, noise (B, C, T, H, W), t (B,)."""
     abar = gather(alphas_cumprod, t, x0.ndim)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise

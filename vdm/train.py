@@ -1,36 +1,65 @@
 """Training: `vdm-train`. AdamW with warm-up, gradient clipping and accumulation, EMA weights,
-bf16 autocast on CUDA, metrics.jsonl, sample videos, atomic checkpoints, and exact resume.
+bf16 autocast on CUDA, metrics.jsonl, sample videos, atomic checkpoints, exact resume, and several
+processes (`torchrun --nproc_per_node N -m vdm.train ...`) with DistributedDataParallel.
 
 A run directory holds:
     config.json                        the model, diffusion and training configs
     metrics.jsonl                      one line per `log_every` steps
     checkpoints/latest.safetensors     EMA weights + configs: all that inference needs
-    checkpoints/train_state.pt         raw weights, EMA, optimizer, RNG states: all that --resume needs
-    samples/step_XXXXXX/               sample_XX.mp4 per video and grid.gif, from the EMA weights
+    checkpoints/train_state.pt         raw weights, EMA, optimizer, step, world size: all that --resume needs
+    samples/step_XXXXXX/               sample_XXX.mp4 per video and grid.gif, from the EMA weights
+
+A run is a pure function of (seed, step): step s trains on the clips s*B ... s*B + B - 1 (B = the
+global batch, split over the processes), and its timesteps, noise and label dropout are drawn on the
+training device from a generator seeded by (seed, s), for the whole global batch, so each clip gets
+the same draws whatever the number of processes. Dropout masks are seeded by (seed, s, rank). So
+--resume continues exactly, with no random state to restore.
+
+The step never makes the host wait for a GPU: the loss and gradient norm are summed on the device
+and read every `log_every` steps (and before every checkpoint and sample), which is also when a
+NaN/inf is caught.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vdm.atomic import atomic_write_text
+from vdm.batches import StepBatches, local_batch_size
 from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_checkpoint, save_torch_atomic
-from vdm.config import (DiffusionConfig, ModelConfig, Preset, from_dict, get_preset, load_config_file,
-                        to_dict)
-from vdm.data import ClipDataset, SyntheticShapes, make_dataset
+from vdm.config import (DiffusionConfig, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
+                        load_config_file, to_dict)
+from vdm.data import make_dataset
 from vdm.diffusion import Schedule, q_sample, training_loss
+from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
+from vdm.distributed import start as start_processes
+from vdm.distributed import stop as stop_processes
 from vdm.errors import TrainingDiverged, VdmError, cli_errors
 from vdm.unet import Unet3D, count_parameters
 
 LABEL_DROPOUT = 0.1  # fraction of conditional examples trained as the null class (for guidance)
+NOISE_STREAM, DROPOUT_STREAM = 0, 1  # the step's two seeded streams: see step_seed
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+# TrainConfig.memory_format "auto", per device type. CPU: channels-last 3D, faster with oneDNN on the
+# AVX2 EPYC (tiny preset, batch 4, forward + backward: 1.17 -> 0.94 s on 1 thread, 0.61 -> 0.55 s on 2);
+# on the AVX-512 Xeon whole steps in either layout are within 2-7 % of each other, neither always ahead
+# (benchmarks/results/train-step-cpu-2026-11-28). CUDA: the default layout until benchmarks/train_step.py
+# measures both there.
+AUTO_MEMORY_FORMAT = {"cpu": "channels_last_3d", "cuda": "contiguous"}
+# TrainConfig.workers None, per device type. CPU: none; data is under 1 % of a step there (about 2 ms
+# of 260-480 ms, benchmarks/results/train-step-cpu-2026-11-28) and workers would take its cores.
+# CUDA: 4 processes sampling the next steps' shapes (about 0.1 ms a clip) or decoding videos.
+AUTO_WORKERS = {"cpu": 0, "cuda": 4}
 
 
 def lr_at(step: int, peak: float, warmup_steps: int) -> float:
@@ -38,53 +67,147 @@ def lr_at(step: int, peak: float, warmup_steps: int) -> float:
     return peak * min(1.0, (step + 1) / max(1, warmup_steps))
 
 
+def step_seed(seed: int, step: int, *stream: int) -> int:
+    """A 63-bit seed for one of a step's random streams, mixed from (seed, step, *stream) by numpy's SeedSequence."""
+    return int(np.random.SeedSequence([seed, step, *stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
-    """ema <- d ema + (1 - d) model, with d ramped up early so the EMA is not stuck at the init."""
+    """ema <- d ema + (1 - d) model, with d ramped up early so the EMA is not stuck at the init.
+
+    One foreach call for all parameters (a few fused kernels on CUDA, not one per tensor).
+    """
     d = min(decay, (1 + step) / (10 + step))
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - d)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
 
 
-def labelled_batch(dataset: ClipDataset, step: int, batch_size: int,
-                   num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The step's clips (B, C, T, H, W) and their labels (B,): the number of shapes minus one.
+def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    """The fused AdamW: on CUDA a few kernels for every parameter; on the CPU too it is faster than
+    the default loop (one update on one thread of the AVX-512 Xeon, timed once outside the benchmark:
+    the tiny preset's 2.0 M parameters 10.2 -> 3.5 ms, small's 32 M 122 -> 64 ms)."""
+    return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True)
 
-    Synthetic data only; each clip is rendered once, with its shapes.
+
+def enable_tf32() -> None:
+    """Let CUDA float32 matmuls and convolutions use TF32 tensor cores (what autocast leaves in float32)."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9; the old flags are deprecated
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def auto_setting(table: dict, device: torch.device, what: str):
+    if device.type not in table:
+        raise VdmError(f"no default {what} for device {device.type}; train on cpu or cuda")
+    return table[device.type]
+
+
+def in_layout(model: torch.nn.Module, device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
+    """The model on `device` with its 5-D weights in `memory_format`.
+
+    A 1x1x1 kernel is the same bytes in either layout, but autograd gives its gradient contiguous
+    strides: keeping such weights contiguous lets DDP's gradient buckets match them (else DDP warns
+    and copies).
     """
-    if not isinstance(dataset, SyntheticShapes):
-        raise VdmError("class-conditional training needs labels; only the synthetic data has them "
-                       "(the label is the number of shapes - 1)")
-    if dataset.max_shapes > num_classes:
-        raise VdmError(f"num_classes={num_classes} is too few for clips of up to {dataset.max_shapes} shapes")
-    first = step * batch_size
-    clips, tracks = zip(*(dataset.clip_with_meta(first + i) for i in range(batch_size)))
-    return torch.stack(clips), torch.tensor([len(t) - 1 for t in tracks])
+    model.to(device, memory_format=memory_format)
+    for param in model.parameters():
+        if param.dim() == 5 and param.shape[2:] == (1, 1, 1):
+            param.data = param.data.clone(memory_format=torch.contiguous_format)
+    return model
+
+
+def check_batch_split(train: TrainConfig, ranks: Ranks) -> None:
+    """The global batch must split evenly over the processes, and each share into grad_accum micro-batches."""
+    local = local_batch_size(train.batch_size, ranks)
+    if local % train.grad_accum:
+        raise VdmError(f"each of the {ranks.world_size} processes gets {local} clips, which do not split "
+                       f"into grad_accum {train.grad_accum} micro-batches; use a batch_size that is a multiple "
+                       f"of {ranks.world_size * train.grad_accum}")
+
+
+def micro_batches(parts: int, *tensors: torch.Tensor | None) -> list[tuple]:
+    """Split each (B, ...) tensor into `parts` chunks along B; None stays None in every chunk."""
+    chunks = [t.chunk(parts) if t is not None else [None] * parts for t in tensors]
+    return list(zip(*chunks))
+
+
+class StepStats:
+    """The loss and gradient norm summed on the device since the last read, and the first step at
+    which either was not finite. Reading them is when training waits for the device."""
+
+    NO_STEP = 2**62
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.first_bad = torch.full((), self.NO_STEP, dtype=torch.int64, device=device)
+        self.bad_values = torch.zeros(2, device=device)  # (loss, grad norm) at first_bad
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(2, device=self.device)  # (loss, grad norm)
+        self.steps = 0
+
+    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        values = torch.stack((loss.float(), grad_norm.float()))  # (2,)
+        self.sums += values
+        self.steps += 1
+        first = self.first_bad.eq(self.NO_STEP) & ~values.isfinite().all()
+        self.first_bad = torch.where(first, step, self.first_bad)
+        self.bad_values = torch.where(first, values, self.bad_values)
+
+    def divergence(self, ranks: Ranks) -> str | None:
+        """'loss became nan at step N' for the first step (on any rank) whose loss or gradient norm was
+        not finite, else None."""
+        first_bad = int(all_reduce(self.first_bad.clone(), ranks, "min"))
+        if first_bad == self.NO_STEP:
+            return None
+        loss, grad_norm = all_reduce(self.bad_values.clone(), ranks).tolist()  # a NaN on any rank stays NaN
+        what, value = ("loss", loss) if not np.isfinite(loss) else ("gradient norm", grad_norm)
+        return f"{what} became {value} at step {first_bad}"
+
+    def means(self, ranks: Ranks) -> tuple[float, float]:
+        """(loss, grad norm), each the mean over the steps since the last reset and over every rank."""
+        sums = all_reduce(self.sums.clone(), ranks) / (max(1, self.steps) * ranks.world_size)
+        loss, grad_norm = sums.tolist()
+        return loss, grad_norm
 
 
 class Trainer:
-    def __init__(self, preset: Preset, out_dir: Path, device: torch.device):
+    def __init__(self, preset: Preset, out_dir: Path, device: torch.device, ranks: Ranks = Ranks()):
+        """Build the model, EMA, optimizer and data for this process. With several ranks the
+        process group must be started (vdm.distributed.start) first."""
         self.cfg = preset
         self.out = out_dir
         self.device = device
-        self.train_cfg = preset.train
-        self.schedule = Schedule.from_config(preset.diffusion)
+        self.ranks = ranks
+        tc = self.train_cfg = preset.train
+        self.schedule = Schedule.from_config(preset.diffusion).to(device)
         m = preset.model
-        self.dataset = make_dataset(self.train_cfg.data, m.frames, m.size, self.train_cfg.frame_stride,
-                                    self.train_cfg.seed)
-        torch.manual_seed(self.train_cfg.seed)
-        # Channels-last 3D convolutions train faster on CPU (oneDNN; tiny preset, batch 4, forward +
-        # backward: 1.17 -> 0.94 s on 1 thread, 0.61 -> 0.55 s on 2; benchmarks/train_step.py).
-        # CUDA keeps the default layout (unmeasured there).
-        self.memory_format = torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
-        self.model = Unet3D(m).to(device, memory_format=self.memory_format)
+        check_batch_split(tc, ranks)
+        dataset = make_dataset(tc.data, m.frames, m.size, tc.frame_stride, tc.seed)
+        workers = tc.workers if tc.workers is not None else auto_setting(AUTO_WORKERS, device, "workers")
+        self.batches = StepBatches(dataset, tc.batch_size, ranks, device, workers, m.num_classes)
+        torch.manual_seed(tc.seed)
+        layout = tc.memory_format if tc.memory_format != "auto" else auto_setting(AUTO_MEMORY_FORMAT, device, "layout")
+        self.memory_format = MEMORY_FORMATS[layout]
+        if device.type == "cuda":
+            enable_tf32()
+        self.model = in_layout(Unet3D(m), device, self.memory_format)  # what is saved and averaged
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_cfg.lr,
-                                           weight_decay=self.train_cfg.weight_decay)
-        # Timesteps, noise and label dropout come from this generator (CPU, so runs match across devices).
-        self.generator = torch.Generator().manual_seed(self.train_cfg.seed)
+        self.optimizer = make_optimizer(self.model, tc)
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                                            gradient_as_bucket_view=True)
+                    if ranks.distributed else None)
+        network = self.ddp or self.model
+        self.network = torch.compile(network) if tc.compile else network  # what the step calls
+        self.generator = torch.Generator(device=device)  # timesteps, noise, label dropout: see step_seed
+        self.stats = StepStats(device)
+        self.data_seconds = 0.0  # host time spent waiting for batches, since the last metrics line
         self.step = 0
 
     @property
@@ -93,21 +216,25 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        state = {
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": {k: to_dict(getattr(self.cfg, k)) for k in ("model", "diffusion")},
-        }
-        save_torch_atomic(state, self.checkpoint_dir / "train_state.pt")
-        save_checkpoint(self.checkpoint_dir / "latest.safetensors", self.ema.state_dict(),
-                        self.cfg.model, self.cfg.diffusion, self.step)
+        """Rank 0 writes the training state and the inference checkpoint; every rank waits for it."""
+        barrier(self.ranks)
+        if self.ranks.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            state = {
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "world_size": self.ranks.world_size,
+                "config": {k: to_dict(getattr(self.cfg, k)) for k in ("model", "diffusion")},
+            }
+            save_torch_atomic(state, self.checkpoint_dir / "train_state.pt")
+            save_checkpoint(self.checkpoint_dir / "latest.safetensors", self.ema.state_dict(),
+                            self.cfg.model, self.cfg.diffusion, self.step)
+        barrier(self.ranks)
 
     def resume(self) -> None:
+        """Load OUT/checkpoints/train_state.pt (every rank reads it: on several nodes, OUT must be shared)."""
         path = self.checkpoint_dir / "train_state.pt"
         if not path.exists():
             raise VdmError(f"--resume: no training state at {path}; start without --resume")
@@ -122,11 +249,14 @@ class Trainer:
         if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
             raise VdmError(f"--resume: {path} was trained with a different model/diffusion config; "
                            "use the same --preset/--config, or a new --out")
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.ranks.world_size:
+            raise VdmError(f"--resume: {path} was trained by {saved_world} process(es), this run has "
+                           f"{self.ranks.world_size}; resume with {saved_world} in all (torchrun "
+                           "--nnodes x --nproc_per_node), or start a new --out")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
 
     def init_from(self, path: str | Path) -> list[str]:
@@ -146,92 +276,130 @@ class Trainer:
         return missing
 
     # -- one optimizer step ----------------------------------------------------------------------
-    def loss_on(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """The diffusion loss of one micro-batch x0 (B, C, T, H, W)."""
-        b = x0.shape[0]
-        t = torch.randint(0, self.schedule.num_timesteps, (b,), generator=self.generator)
-        noise = torch.randn(x0.shape, generator=self.generator)
-        if y is not None:
-            drop = torch.rand(b, generator=self.generator) < LABEL_DROPOUT
-            y = torch.where(drop, torch.full_like(y, self.cfg.model.num_classes), y).to(self.device)
-        t, noise = t.to(self.device), noise.to(self.device)
+    def draws(self, step: int, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This rank's timesteps (b,), noise `shape` (b, C, T, H, W) and label dropout (b,) bool (None
+        for an unconditional model) at `step`: drawn on the device for the whole global batch, then sliced."""
+        g = self.generator.manual_seed(step_seed(self.train_cfg.seed, step, NOISE_STREAM))
+        batch, local = self.train_cfg.batch_size, shape[0]
+        t = torch.randint(0, self.schedule.num_timesteps, (batch,), generator=g, device=self.device)
+        noise = torch.randn((batch, *shape[1:]), generator=g, device=self.device)  # (B, C, T, H, W)
+        drop = (torch.rand(batch, generator=g, device=self.device) < LABEL_DROPOUT
+                if self.cfg.model.conditional else None)
+        mine = slice(self.ranks.rank * local, (self.ranks.rank + 1) * local)
+        return t[mine], noise[mine], (drop[mine] if drop is not None else None)
+
+    def loss_on(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The diffusion loss of one micro-batch x0 (b, C, T, H, W) at timesteps t (b,) with `noise`."""
         x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod).contiguous(memory_format=self.memory_format)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.model(x_t, t, y)
+            out = self.network(x_t, t, y)
         return training_loss(out, x0, noise, t, self.schedule)
 
-    def train_step(self) -> tuple[float, float]:
-        """One optimizer step over `grad_accum` micro-batches; returns (loss, grad norm)."""
+    def gradient_sync(self, last: bool):
+        """DDP all-reduces the gradients after the last micro-batch only."""
+        return self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over `grad_accum` micro-batches; returns (loss, grad norm), 0-dim tensors
+        on the device (reading them waits for it)."""
         tc = self.train_cfg
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, tc.lr, tc.warmup_steps)
-        if self.cfg.model.conditional:
-            x0, y = labelled_batch(self.dataset, self.step, tc.batch_size, self.cfg.model.num_classes)
-        else:
-            x0, y = self.dataset.batch(self.step, tc.batch_size), None
-        x0 = x0.to(self.device)  # (B, C, T, H, W)
-        self.model.train()
+        waited = time.perf_counter()
+        x0, y = self.batches.get(self.step)  # (b, C, T, H, W), (b,) or None
+        self.data_seconds += time.perf_counter() - waited
+        t, noise, drop = self.draws(self.step, x0.shape)
+        if y is not None:
+            y = torch.where(drop, self.cfg.model.null_class, y)
+        torch.manual_seed(step_seed(tc.seed, self.step, DROPOUT_STREAM, self.ranks.rank))
+        self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        micro_x = x0.chunk(tc.grad_accum)
-        micro_y = y.chunk(tc.grad_accum) if y is not None else [None] * len(micro_x)
-        for xb, yb in zip(micro_x, micro_y):
-            loss = self.loss_on(xb, yb) * (xb.shape[0] / x0.shape[0])
-            loss.backward()
-            total += loss.item()
-        if not math.isfinite(total):
-            raise TrainingDiverged(f"loss became {total} at step {self.step}; stopped. The last good "
-                                   f"checkpoint is in {self.checkpoint_dir} (try a lower --lr)")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip).item()
+        total = torch.zeros((), device=self.device)
+        for i, (xb, tb, nb, yb) in enumerate(micro_batches(tc.grad_accum, x0, t, noise, y)):
+            with self.gradient_sync(last=i == tc.grad_accum - 1):
+                loss = self.loss_on(xb, tb, nb, yb) * (xb.shape[0] / x0.shape[0])
+                loss.backward()
+            total += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.optimizer.step()
         update_ema(self.ema, self.model, tc.ema_decay, self.step)
+        self.stats.add(self.step, total, grad_norm)
         self.step += 1
         return total, grad_norm
 
-    # -- outputs -----------------------------------------------------------------------------------
-    def write_samples(self) -> Path:
+    # -- outputs (rank 0 writes them all) ---------------------------------------------------------
+    def check_finite(self) -> None:
+        """Wait for the device; raise TrainingDiverged if a step since the start had a non-finite loss
+        or gradient (called before anything is saved, so the last checkpoint stays good)."""
+        diverged = self.stats.divergence(self.ranks)
+        if diverged:
+            raise TrainingDiverged(f"{diverged}; stopped. The last good checkpoint is in {self.checkpoint_dir} "
+                                   "(try a lower --lr)")
+
+    def write_samples(self) -> Path | None:
+        """Rank 0 samples videos from the EMA weights into OUT/samples/step_XXXXXX/; the others wait."""
         from vdm.runtime.generator import VideoGenerator
         from vdm.runtime.torch_backend import TorchBackend
-        from vdm.video import write_gif_grid, write_mp4
+        from vdm.video import write_videos
 
-        tc = self.train_cfg
-        backend = TorchBackend(copy.deepcopy(self.ema), self.cfg.diffusion, self.device)
-        label = 0 if self.cfg.model.conditional else None
-        videos = VideoGenerator(backend=backend).generate(
-            tc.num_samples, num_steps=min(tc.sample_steps, self.cfg.diffusion.num_timesteps),
-            seed=tc.seed, class_label=label).cpu()
-        folder = self.out / "samples" / f"step_{self.step:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, video in enumerate(videos):
-            write_mp4(folder / f"sample_{i:02d}.mp4", video)
-        write_gif_grid(folder / "grid.gif", videos)
+        folder = None
+        if self.ranks.is_main:
+            tc = self.train_cfg
+            backend = TorchBackend(copy.deepcopy(self.ema), self.cfg.diffusion, self.device)
+            label = 0 if self.cfg.model.conditional else None
+            videos = VideoGenerator(backend=backend).generate(
+                tc.num_samples, num_steps=min(tc.sample_steps, self.cfg.diffusion.num_timesteps),
+                seed=tc.seed, class_label=label).cpu()
+            folder = self.out / "samples" / f"step_{self.step:06d}"
+            write_videos(folder, videos)
+        barrier(self.ranks)
         return folder
 
+    def log(self, metrics, bar: tqdm, rate: float) -> None:
+        """One metrics.jsonl line (rank 0): means over the steps since the last line and every rank."""
+        loss, grad_norm = self.stats.means(self.ranks)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if self.ranks.is_main:
+            metrics.write(json.dumps({"step": self.step, "loss": loss, "grad_norm": grad_norm,
+                                      "lr": self.optimizer.param_groups[0]["lr"], "steps_per_s": rate,
+                                      "data_ms_per_step": 1e3 * self.data_seconds / max(1, self.stats.steps)}) + "\n")
+            metrics.flush()
+        self.stats.reset()
+        self.data_seconds = 0.0
+
     def run(self) -> None:
+        """Train to `steps`, logging, checkpointing and sampling on the way (files from rank 0 only)."""
         tc = self.train_cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.json",
-                          json.dumps({k: to_dict(getattr(self.cfg, k)) for k in ("model", "diffusion", "train")},
-                                     indent=2))
-        metrics_path = self.out / "metrics.jsonl"
-        bar = tqdm(total=tc.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        main = self.ranks.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.json",
+                              json.dumps({k: to_dict(getattr(self.cfg, k)) for k in ("model", "diffusion", "train")},
+                                         indent=2))
+        bar = tqdm(total=tc.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
         start, start_step = time.perf_counter(), self.step
-        with open(metrics_path, "a") as metrics:
-            while self.step < tc.steps:
-                loss, grad_norm = self.train_step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                if self.step % tc.log_every == 0 or self.step == tc.steps:
-                    rate = (self.step - start_step) / (time.perf_counter() - start)
-                    metrics.write(json.dumps({"step": self.step, "loss": loss, "grad_norm": grad_norm,
-                                              "lr": self.optimizer.param_groups[0]["lr"],
-                                              "steps_per_s": rate}) + "\n")
-                    metrics.flush()
-                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
-                    self.save()
-                if (tc.sample_every and self.step % tc.sample_every == 0) or self.step == tc.steps:
-                    bar.write(f"samples: {self.write_samples()}")
-        bar.close()
+        with (open(self.out / "metrics.jsonl", "a") if main else contextlib.nullcontext()) as metrics:
+            try:
+                while self.step < tc.steps:
+                    self.train_step()
+                    bar.update(1)
+                    last = self.step == tc.steps
+                    log = self.step % tc.log_every == 0 or last
+                    save = self.step % tc.checkpoint_every == 0 or last
+                    sample = (tc.sample_every and self.step % tc.sample_every == 0) or last
+                    if log or save or sample:
+                        self.check_finite()
+                    if log:
+                        self.log(metrics, bar, (self.step - start_step) / (time.perf_counter() - start))
+                    if save:
+                        self.save()
+                    if sample:
+                        folder = self.write_samples()
+                        if main:
+                            bar.write(f"samples: {folder}")
+            finally:
+                bar.close()
+                self.batches.close()
 
 
 def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
@@ -265,32 +433,50 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--init-from", type=click.Path(dir_okay=False),
               help="Fine-tune: start from this checkpoint's weights (step 0, fresh optimizer); "
                    "with --resume the run's own state is used instead.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu or cuda (under torchrun on CUDA, each process takes the GPU of its LOCAL_RANK).")
+@click.option("--workers", type=int,
+              help="Data loader processes per training process.  [default: 0 on cpu, 4 on cuda]")
+@click.option("--compile", "compile_network", is_flag=True, default=None,
+              help="torch.compile the network (the first steps compile).")
 @click.option("--seed", type=int, help="Seeds weights, data and noise.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, sample_every,
-         checkpoint_every, out, resume, init_from, device, seed, debug):
-    """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos."""
+         checkpoint_every, out, resume, init_from, device, workers, compile_network, seed, debug):
+    """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos.
+
+    Several processes: torchrun --nproc_per_node N -m vdm.train [OPTIONS] (the batch is split over them).
+    """
     from vdm.runtime.backend import resolve_device
 
+    ranks = ranks_from_env()
     settings = build_preset(preset, config, dict(
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
         lr=lr, ema_decay=ema_decay, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
-        init_from=init_from))
+        init_from=init_from, workers=workers, compile=compile_network))
     tc = settings.train
-    trainer = Trainer(settings, Path(out or f"runs/{preset}"), resolve_device(device))
-    if resume:
-        trainer.resume()
-        click.echo(f"resumed at step {trainer.step}")
-    elif tc.init_from:
-        fresh = trainer.init_from(tc.init_from)
-        click.echo(f"initialized from {tc.init_from}" + (f"; {len(fresh)} new tensors keep their init" if fresh else ""))
-    m = settings.model
-    click.echo(f"model: {count_parameters(trainer.model) / 1e6:.2f} M parameters, "
-               f"clips {m.frames}x{m.size}x{m.size}, data: {tc.data}, device: {trainer.device}")
-    trainer.run()
-    click.echo(f"done: {trainer.checkpoint_dir / 'latest.safetensors'}")
+    check_batch_split(tc, ranks)  # a flag mistake is refused before any process group starts
+    device = rank_device(resolve_device(device), ranks)
+    say = click.echo if ranks.is_main else (lambda *_: None)
+    start_processes(ranks, device)
+    try:
+        trainer = Trainer(settings, Path(out or f"runs/{preset}"), device, ranks)
+        if resume:
+            trainer.resume()
+            say(f"resumed at step {trainer.step}")
+        elif tc.init_from:
+            fresh = trainer.init_from(tc.init_from)
+            say(f"initialized from {tc.init_from}" + (f"; {len(fresh)} new tensors keep their init" if fresh else ""))
+        m = settings.model
+        say(f"model: {count_parameters(trainer.model) / 1e6:.2f} M parameters, "
+            f"clips {m.frames}x{m.size}x{m.size}, data: {tc.data}, device: {trainer.device}"
+            + (f", {ranks.world_size} processes of {tc.batch_size // ranks.world_size} clips" if ranks.distributed else ""))
+        trainer.run()
+        say(f"done: {trainer.checkpoint_dir / 'latest.safetensors'}")
+        return trainer
+    finally:
+        stop_processes()
 
 
 if __name__ == "__main__":

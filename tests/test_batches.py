@@ -1,0 +1,105 @@
+"""Specification of vdm.batches: which clips each rank trains on at each step, through the DataLoader."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import vdm.batches
+from vdm.batches import StepBatches, local_batch_size, step_indices
+from vdm.data import SyntheticShapes, VideoFolder
+from vdm.distributed import Ranks
+from vdm.errors import VdmError
+from vdm.video import write_mp4
+
+CPU = torch.device("cpu")
+ONE, RANK0_OF_2, RANK1_OF_2 = Ranks(), Ranks(0, 0, 2), Ranks(1, 1, 2)
+
+
+def test_the_ranks_slices_tile_the_steps_global_batch_in_rank_order():
+    assert step_indices(3, 4, ONE) == [12, 13, 14, 15]
+    assert step_indices(3, 4, RANK0_OF_2) + step_indices(3, 4, RANK1_OF_2) == [12, 13, 14, 15]
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused():
+    with pytest.raises(VdmError, match="batch_size 3 does not split over 2 processes"):
+        local_batch_size(3, RANK0_OF_2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data: the numpy reference on the CPU, and the device renderer (forced here on the CPU)
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def draw(request, monkeypatch) -> str:
+    """Both ways of drawing synthetic clips; 'torch' is what a GPU uses, run on the CPU."""
+    monkeypatch.setattr(vdm.batches, "draws_on_device", lambda device: request.param == "torch")
+    return request.param
+
+
+def test_synthetic_batches_are_the_datasets_clips_of_the_step(draw):
+    shapes = SyntheticShapes(4, 8, seed=2)
+    batches = StepBatches(shapes, 4, ONE, CPU, workers=0)
+    for step in range(3):
+        clips, labels = batches.get(step)
+        assert torch.equal(clips, shapes.batch(step, 4)) and labels is None
+
+
+def test_each_rank_gets_its_slice_of_the_global_batch(draw):
+    shapes = SyntheticShapes(4, 8)
+    halves = [StepBatches(shapes, 4, ranks, CPU, workers=0).get(5)[0] for ranks in (RANK0_OF_2, RANK1_OF_2)]
+    assert torch.equal(torch.cat(halves), shapes.batch(5, 4))
+
+
+def test_labels_are_the_number_of_shapes_minus_one(draw):
+    shapes = SyntheticShapes(4, 8)
+    _, labels = StepBatches(shapes, 6, ONE, CPU, workers=0, num_classes=3).get(1)
+    assert labels.tolist() == [len(shapes.tracks(i)) - 1 for i in range(6, 12)]
+
+
+def test_asking_for_another_step_restarts_the_stream_there():
+    shapes = SyntheticShapes(4, 8)
+    batches = StepBatches(shapes, 2, ONE, CPU, workers=0)
+    batches.get(0), batches.get(1)
+    assert torch.equal(batches.get(7)[0], shapes.batch(7, 2))
+    assert torch.equal(batches.get(0)[0], shapes.batch(0, 2))
+
+
+def test_labels_need_synthetic_data(tmp_path):
+    write_mp4(tmp_path / "a.mp4", SyntheticShapes(8, 16).clip(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folder = VideoFolder(tmp_path, 4, 16)
+    with pytest.raises(VdmError, match="only the synthetic data has them"):
+        StepBatches(folder, 2, ONE, CPU, workers=0, num_classes=3)
+
+
+def test_labels_need_a_class_per_possible_shape_count():
+    with pytest.raises(VdmError, match="num_classes=2 is too few"):
+        StepBatches(SyntheticShapes(4, 8), 2, ONE, CPU, workers=0, num_classes=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder data through worker processes
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    shapes = SyntheticShapes(10, 16)
+    for i in range(3):
+        write_mp4(root / f"clip{i}.mp4", shapes.clip(i))
+    return root
+
+
+def test_worker_processes_give_the_clips_the_main_process_gives(videos):
+    folder = VideoFolder(videos, 4, 16, frame_stride=2, seed=1)
+    batches = StepBatches(folder, 2, ONE, CPU, workers=2)
+    try:
+        for step in (0, 1, 2):
+            assert torch.equal(batches.get(step)[0], folder.batch(step, 2))
+        assert torch.equal(batches.get(9)[0], folder.batch(9, 2))  # a resume: the stream starts over
+    finally:
+        batches.close()
