@@ -13,7 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vdm.bundle import FORMAT, FORMAT_VERSION, MANIFEST_NAME, network_file, read_bundle, write_manifest
+from vdm.atomic import remove_stale, writer_prefix
+from vdm.bundle import FORMAT, FORMAT_VERSION, MANIFEST_NAME, file_record, network_file, read_bundle, write_manifest
 from vdm.checkpoint import file_sha256, load_model
 from vdm.config import check_video_shape, to_dict
 from vdm.errors import VdmError
@@ -66,17 +67,22 @@ def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=p
         import onnxruntime  # noqa: F401
     except ImportError as e:
         raise VdmError(f"vdm-export needs onnx and onnxruntime: pip install 'vdm[onnx]' ({e.name} missing)") from None
-    model, diffusion_config, metadata = load_model(checkpoint)
+    # Everything that can be wrong with the inputs is found here, before the (slow) export.
+    model, diffusion_config, metadata = load_model(checkpoint)  # checks the metadata and the weights
     cfg = model.cfg
-    shapes = ExportShapes(options.batch, options.frames or cfg.frames, options.size or cfg.size,
-                          options.size or cfg.size, options.static, options.max_batch, options.max_frames)
+    frames = cfg.frames if options.frames is None else options.frames
+    size = cfg.size if options.size is None else options.size
+    shapes = ExportShapes(options.batch, frames, size, size, options.static, options.max_batch, options.max_frames)
     check_video_shape(cfg, shapes.frames, shapes.height, shapes.width)
     if options.batch < 1 or options.batch > options.max_batch or shapes.frames > options.max_frames:
         raise VdmError("--batch/--frames must be within 1..--max-batch/--max-frames")
     sha = file_sha256(checkpoint)
+    manifest = merged_manifest(out_dir, sha, checkpoint, metadata, cfg, diffusion_config, log)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    for stale in remove_stale(out_dir, ".export-*", "export"):
+        log(f"removed {stale.name}, left by an interrupted export")
+    staging = Path(tempfile.mkdtemp(prefix=writer_prefix("", "export"), dir=out_dir))
     try:
         name = network_file(options.precision)
         onnx_path = staging / name
@@ -94,9 +100,7 @@ def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=p
             raise ParityError(f"{options.precision} export is outside the parity tolerance "
                               f"(rel error {parity['rel_error']:.3g} > {parity['tolerance_rel_error']:g}); "
                               f"nothing was written to {out_dir}")
-        entry = network_entry(model, onnx_path, shapes, options, parity)
-        manifest = merged_manifest(out_dir, sha, checkpoint, metadata, cfg, diffusion_config)
-        manifest["networks"][options.precision] = entry
+        manifest["networks"][options.precision] = network_entry(model, onnx_path, shapes, options, parity)
         for produced in staging.iterdir():
             os.replace(produced, out_dir / produced.name)
         write_manifest(out_dir, manifest)
@@ -110,9 +114,11 @@ def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportO
 
     inputs, outputs = io_spec(model, shapes)
     data = onnx_path.with_name(onnx_path.name + ".data")
+    needed = [onnx_path] + ([data] if data.exists() else [])
     return {
         "file": onnx_path.name,
         "external_data": data.name if data.exists() else None,
+        "files": {path.name: file_record(path) for path in needed},  # checked at every load
         "precision": options.precision,
         "opset": options.opset,
         "exporter": options.exporter,
@@ -127,8 +133,10 @@ def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportO
     }
 
 
-def merged_manifest(out_dir: Path, sha: str, checkpoint: Path, metadata: dict, cfg, diffusion_config) -> dict:
-    """The bundle's manifest so far when it came from the same checkpoint; else a fresh one."""
+def merged_manifest(out_dir: Path, sha: str, checkpoint: Path, metadata: dict, cfg, diffusion_config,
+                    log=print) -> dict:
+    """The bundle's manifest so far when it came from the same checkpoint; else a fresh one. A
+    damaged or outdated manifest is replaced (exporting again is how a bundle is repaired)."""
     fresh = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -141,7 +149,8 @@ def merged_manifest(out_dir: Path, sha: str, checkpoint: Path, metadata: dict, c
         return fresh
     try:
         previous = read_bundle(out_dir).manifest
-    except VdmError:
+    except VdmError as e:
+        log(f"the bundle's manifest will be replaced: {e}")
         return fresh
     if previous.get("source", {}).get("sha256") != sha:
         return fresh  # another checkpoint's networks must not stay listed
@@ -154,6 +163,7 @@ def cached_bundle(checkpoint: Path, bundle_dir: Path, log=print) -> Path:
     try:
         bundle = read_bundle(bundle_dir)
         if bundle.manifest["source"]["sha256"] == file_sha256(checkpoint) and "fp32" in bundle.networks:
+            bundle.file("fp32")  # a damaged cached network is exported again, not reported
             log(f"reusing the exported bundle in {bundle_dir}")
             return bundle_dir
     except VdmError:

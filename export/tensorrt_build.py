@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from vdm.atomic import atomic_write_bytes
-from vdm.bundle import read_bundle, write_manifest
+from vdm.bundle import file_record, read_bundle, write_manifest
 from vdm.config import ModelConfig
 from vdm.engine import TIMING_CACHE_NAME, engine_file, require_tensorrt, trt_logger
 from vdm.errors import VdmError
@@ -195,6 +195,7 @@ def build_engine(onnx_path: Path, engine_path: Path, profile: Profile, workspace
     log(f"built {engine_path.name} in {seconds:.1f} s ({engine_path.stat().st_size / 2**20:.1f} MiB)")
     return {
         "file": engine_path.name,
+        **file_record(engine_path),  # checked before the engine loads
         "onnx": onnx_path.name,
         "tensorrt_version": trt.__version__,
         "gpu": gpu_name,

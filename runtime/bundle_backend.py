@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from vdm.bundle import Bundle, check_bundle_shape, check_input_names, read_bundle
+from vdm.bundle import Bundle, check_bundle_shape, check_input_names, check_io_shapes, read_bundle
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend, BackendOption
 from vdm.runtime.precision import resolve_precision
@@ -37,9 +37,11 @@ class BundleBackend(Backend):
     def check_shape(self, batch: int, frames: int, height: int, width: int) -> None:
         check_bundle_shape(self.network, self.model_config, batch, frames, height, width)
 
-    def check_inputs(self, found: list[str], file_name: str) -> None:
-        """The loaded network's input names must be the manifest's."""
-        check_input_names(found, self.network, file_name)
+    def check_io(self, inputs: list[str], dims: dict[str, list[int | None]], file_name: str) -> None:
+        """At load, not at the first step: the loaded network's input names, and the shapes of its
+        inputs and outputs (name -> dims, None where dynamic), must be the manifest's."""
+        check_input_names(inputs, self.network, file_name)
+        check_io_shapes(dims, self.network, file_name)
 
     def require_static_shapes(self, fix: str = "`vdm-export --static`") -> None:
         """CUDA graphs replay fixed shapes and addresses: only a static-shape bundle can be captured."""

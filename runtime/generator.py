@@ -53,7 +53,8 @@ class VideoGenerator:
             raise VdmError(f"class {class_label} out of range: this model has classes 0..{cfg.num_classes - 1}")
         if guidance != 1.0 and class_label is None:
             raise VdmError("guidance needs a class-conditional model and a class label (--class)")
-        shape = (num_samples, cfg.in_channels, num_frames or cfg.frames, height or cfg.size, width or cfg.size)
+        shape = (num_samples, cfg.in_channels, cfg.frames if num_frames is None else num_frames,
+                 cfg.size if height is None else height, cfg.size if width is None else width)
         self.backend.check_shape(network_batch(num_samples, guidance), *shape[2:])
         return shape, plan
 

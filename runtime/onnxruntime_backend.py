@@ -102,7 +102,9 @@ class OnnxRuntimeBackend(BundleBackend):
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise VdmError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
         self.provider = self.session.get_providers()[0]
-        self.check_inputs([i.name for i in self.session.get_inputs()], path.name)
+        ports = self.session.get_inputs() + self.session.get_outputs()
+        dims = {p.name: [d if isinstance(d, int) else None for d in p.shape] for p in ports}
+        self.check_io([i.name for i in self.session.get_inputs()], dims, path.name)
         self.binding = self.session.io_binding()
         self.static = StaticInputs()
         self.static_out: torch.Tensor | None = None

@@ -100,18 +100,21 @@ class OpenVINOBackend(BundleBackend):
         # One cache folder per requested precision: OpenVINO 2026.4's cache key ignores a bf16 hint on
         # an AVX-512 CPU without bf16 units, and loading the fp32 blob under that hint computed NaN.
         self.cache_dir = enable_cache(core, bundle.root / CACHE_NAME / self.requested_precision)
-        self.compiled = self._compile(core, bundle.file("fp32"), threads)
+        path = bundle.file("fp32")  # checked against the manifest's checksum
+        self.compiled = self._compile(core, path, threads)
         self.precision = compiled_precision(self.compiled)
         if self.precision != self.requested_precision:  # OpenVINO ignored the hint (see the module docstring)
             missing = CAPABILITY.get(self.requested_precision, self.requested_precision)
             self.reason = (f"{self.requested_precision} requested, but OpenVINO lists no {missing} on this CPU, "
                            f"so it computes {self.precision}")
         self.threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
-        expected = [io["name"] for io in self.network["inputs"]]
+        expected = [io["name"] for io in self.network["inputs"] + self.network["outputs"]]
+        ports = [*self.compiled.inputs, *self.compiled.outputs]
         # A port may carry several tensor names: it matches when one of them is the manifest's.
-        found = [next((e for e in expected if e in port.get_names()), sorted(port.get_names())[0])
-                 for port in self.compiled.inputs]
-        self.check_inputs(found, bundle.file("fp32").name)
+        names = [next((e for e in expected if e in port.get_names()), sorted(port.get_names())[0]) for port in ports]
+        dims = {name: [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+                for name, port in zip(names, ports)}
+        self.check_io(names[:len(self.compiled.inputs)], dims, path.name)
         self.request = self.compiled.create_infer_request()  # reused by every predict
         self._ov = ov
 

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from vdm.diffusion import Schedule, split_prediction
+from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
 from vdm.samplers import Sampler, make_sampler
 
@@ -59,20 +60,42 @@ def sample(backend: Backend, noise: torch.Tensor, sampler: Sampler, y: torch.Ten
            on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Denoise x_T = noise (B, C, T, H, W) into videos (B, C, T, H, W) in [-1, 1].
 
-    One network call per sampler step; `clip_x0` clamps each predicted clean video to [-1, 1].
+    One network call per sampler step; `clip_x0` clamps each predicted clean video to [-1, 1]. A
+    latent that turns NaN or infinite is an error naming the first step it happened at, found
+    without a per-step host sync (the step is recorded on the device and read once at the end).
     """
     prediction = backend.diffusion_config.prediction
     sampler.reset()
     num_steps = len(sampler.timesteps)
     t_all = torch.tensor(sampler.timesteps, device=noise.device).unsqueeze(1).expand(-1, noise.shape[0])  # (steps, B)
+    steps = torch.arange(num_steps, device=noise.device)
+    first_bad = torch.full((), num_steps, device=noise.device)  # num_steps: every latent was finite
     x = noise.float()
     for i in range(num_steps):
         out = guided_prediction(backend, x, t_all[i], y, guidance)
         x0, eps = split_prediction(out, x, sampler.abars[i], prediction, clip_x0)
         x = sampler.step(i, x, x0, eps, generator)
+        first_bad = torch.where(torch.isfinite(x).all(), first_bad, torch.minimum(first_bad, steps[i]))
         if on_step is not None:
             on_step(i, num_steps)
+    check_finite_latent(int(first_bad), sampler, backend)
     return x.clamp(-1, 1)
+
+
+def check_finite_latent(first_bad: int, sampler: Sampler, backend: Backend) -> None:
+    """Raise when the loop's latent stopped being finite (at step index first_bad < the step count)."""
+    if first_bad >= len(sampler.timesteps):
+        return
+    raise SamplingDiverged(f"the latent became NaN/inf at sampling step {first_bad + 1} of {len(sampler.timesteps)} "
+                           f"(t={sampler.timesteps[first_bad]}) on {backend.describe()}: the network's output is "
+                           "not finite (NaN weights, or an overflow in a low precision: try --precision fp32); "
+                           "no videos were written")
+
+
+class SamplingDiverged(VdmError):
+    """The sampling loop produced NaN/inf: nothing is written (exit 1, a failed run, not a misused flag)."""
+
+    exit_code = 1
 
 
 def ddim_invert(backend: Backend, video: torch.Tensor, timesteps: list[int], y: torch.Tensor | None = None,

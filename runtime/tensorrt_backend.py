@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vdm.bundle import Bundle
+from vdm.bundle import Bundle, verify_file
 from vdm.engine import check_engine_compatible, check_engine_shape, rebuild_command, require_tensorrt, trt_logger
 from vdm.errors import VdmError
 from vdm.runtime.backend import network_feed, resolve_device
@@ -82,9 +82,7 @@ class TensorRTBackend(BundleBackend):
 
     def _deserialize(self, trt):
         path = self.bundle.root / self.trt_info["file"]
-        if not path.is_file():
-            raise VdmError(f"bundle {self.bundle.root}: {path.name} is missing; rebuild it with "
-                           f"{rebuild_command(self.precision, out=self.bundle.root)}")
+        verify_file(path, self.trt_info, rebuild_command(self.precision, out=self.bundle.root))
         runtime = trt.Runtime(trt_logger(trt))
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
@@ -96,7 +94,8 @@ class TensorRTBackend(BundleBackend):
         """name -> torch dtype of every engine input/output, after checking the names match the manifest."""
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.check_inputs(inputs + (["out"] if "out" not in names else []), self.trt_info["file"])
+        dims = {n: [d if d >= 0 else None for d in self.engine.get_tensor_shape(n)] for n in names}
+        self.check_io(inputs, dims, self.trt_info["file"])
         return {n: torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
 
     def describe(self) -> str:

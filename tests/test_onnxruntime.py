@@ -117,6 +117,17 @@ def test_missing_onnx_file_is_a_clear_error(bundle_copy):
 def test_corrupt_onnx_file_is_a_clear_error(bundle_copy):
     (bundle_copy / "unet.onnx").write_bytes(b"\x08garbage" * 100)
     assert_one_line_error(run_cli(bundle_copy, "--backend", "onnxruntime", "--precision", "fp32"),
+                          "unet.onnx is not the file its manifest describes", "vdm-export CHECKPOINT --out")
+
+
+def test_an_onnx_file_onnxruntime_cannot_load_is_a_clear_error_even_with_a_matching_checksum(bundle_copy):
+    from vdm.bundle import file_record
+
+    (bundle_copy / "unet.onnx").write_bytes(b"\x08garbage" * 100)
+    manifest = json.loads((bundle_copy / "vdm.json").read_text())
+    manifest["networks"]["fp32"]["files"]["unet.onnx"] = file_record(bundle_copy / "unet.onnx")
+    (bundle_copy / "vdm.json").write_text(json.dumps(manifest))
+    assert_one_line_error(run_cli(bundle_copy, "--backend", "onnxruntime", "--precision", "fp32"),
                           "cannot load", "unet.onnx")
 
 

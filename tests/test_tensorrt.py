@@ -5,6 +5,7 @@ engines from real tiny ONNX exports and skip, saying why, without TensorRT or wi
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -43,7 +44,7 @@ def network_entry(static: bool = False, batch=(1, 2, 64), frames=(1, 4, 128), mu
               {"name": "t", "dtype": "int64", "shape": [b]}]
     if conditional:
         inputs.append({"name": "y", "dtype": "int64", "shape": [b]})
-    return {"file": "unet.onnx", "precision": "fp32", "inputs": inputs,
+    return {"file": "unet.onnx", "precision": "fp32", "inputs": inputs, "parity": {"rel_error": 0.0, "passed": True},
             "outputs": [{"name": "out", "dtype": "float32", "shape": [b, 3, f, 8, 8]}],
             "shapes": {"static": static, "height": 8, "width": 8,
                        "batch": dict(zip(("min", "opt", "max"), batch)),
@@ -52,15 +53,20 @@ def network_entry(static: bool = False, batch=(1, 2, 64), frames=(1, 4, 128), mu
 
 def trt_info(precision: str = "fp32", version: str = "10.3.0", gpu=H100) -> dict:
     """A manifest `tensorrt` entry: engine for batch 1..4, frames 4, built on an H100."""
-    return {"file": "unet.plan", "precision": precision, "tensorrt_version": version, "gpu": gpu[0],
+    return {"file": "unet.plan", **EMPTY_FILE, "precision": precision, "tensorrt_version": version, "gpu": gpu[0],
             "compute_capability": list(gpu[1]),
             "profile": {"x": {"min": [1, 3, 4, 8, 8], "opt": [2, 3, 4, 8, 8], "max": [4, 3, 4, 8, 8]},
                         "t": {"min": [1], "opt": [2], "max": [4]}}}
 
 
+EMPTY_FILE = {"sha256": hashlib.sha256(b"").hexdigest(), "size": 0}
+
+
 def write_bundle(root: Path, networks: dict[str, dict]) -> Path:
-    """A hand-made bundle directory: the manifest plus an (empty) file for each network."""
+    """A hand-made bundle directory: the manifest plus an (empty) file for each network, recorded with
+    its checksum as vdm-export records it."""
     root.mkdir(parents=True, exist_ok=True)
+    networks = {p: entry | {"files": {entry["file"]: EMPTY_FILE}} for p, entry in networks.items()}
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": to_dict(_tiny_model_config()),
                 "diffusion_config": to_dict(DiffusionConfig()),
                 "source": {"checkpoint": "tiny.safetensors", "sha256": "0" * 64, "step": 0}, "networks": networks}
@@ -265,7 +271,8 @@ def test_build_for_bundle_writes_the_engine_beside_the_onnx_and_records_it(tmp_p
 
     def fake_build(onnx_path, engine_path, profile, workspace_gb, timing_cache_path, log):
         calls.append((onnx_path.name, engine_path, profile, workspace_gb, timing_cache_path.name))
-        return {"file": engine_path.name, "tensorrt_version": "10.3.0"}
+        built = {k: v for k, v in trt_info().items() if k != "precision"}  # what build_engine records
+        return built | {"file": engine_path.name}
 
     monkeypatch.setattr(tensorrt_build, "gpu_identity", lambda: H100)
     monkeypatch.setattr(tensorrt_build, "build_engine", fake_build)
@@ -275,8 +282,7 @@ def test_build_for_bundle_writes_the_engine_beside_the_onnx_and_records_it(tmp_p
                       {"x": ((1, 3, 1, 8, 8), (2, 3, 4, 8, 8), (8, 3, 4, 8, 8)), "t": ((1,), (2,), (8,))},
                       2.0, "timing.cache")]
     networks = read_bundle(bundle).networks
-    assert networks["fp16"]["tensorrt"] == info == {"file": "unet.fp16.plan", "tensorrt_version": "10.3.0",
-                                                    "precision": "fp16"}
+    assert networks["fp16"]["tensorrt"] == info == trt_info("fp16") | {"file": "unet.fp16.plan"}
     assert "tensorrt" not in networks["fp32"]
 
 

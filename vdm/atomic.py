@@ -4,11 +4,17 @@ Everything that writes a result the user keeps (videos, checkpoints, manifests) 
 The recipe: write to a temporary file in the *same directory* (so `os.replace` is a rename on one
 filesystem, which POSIX makes atomic), flush it to disk, then rename it over the target. If anything
 fails, the temporary file is removed and a previous file at the target is left untouched.
+
+A process killed mid-write (kill -9, power loss) cannot remove its temporary file, so temporary names
+carry the writer's process id, and the next write to the same target removes the ones whose writer
+is gone (remove_stale): an interrupted run leaves nothing behind once the file is written again.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -45,11 +51,47 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def writer_prefix(name: str, tag: str) -> str:
+    """The start of a temporary name for `name`, tagged with this process's id: '<name>.<tag>-<pid>-'."""
+    return f"{name}.{tag}-{os.getpid()}-"
+
+
+def _writer_alive(entry: str, tag: str) -> bool:
+    match = re.search(rf"\.{re.escape(tag)}-(\d+)-", entry)
+    if match is None:
+        return False  # a name from before writers were tagged: nobody is writing it any more
+    pid = int(match[1])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale(folder: Path, pattern: str, tag: str) -> list[Path]:
+    """Remove the entries of `folder` matching `pattern` (files or folders) that a writer tagged `tag`
+    left behind and whose process is gone; return them."""
+    removed = []
+    for entry in folder.glob(pattern):
+        if _writer_alive(entry.name, tag):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path`, on failure it is removed.
 
-    The temporary name keeps the suffix (`clip.tmp-k2j4.mp4`) so tools that pick a format from the
+    The temporary name keeps the suffix (`clip.tmp-<pid>-k2j4.mp4`) so tools that pick a format from the
     extension (ffmpeg, imageio) still do. Whatever the body writes there is fsynced before the rename.
 
         with atomic_path("out/clip.mp4") as tmp:
@@ -59,7 +101,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if not path.parent.is_dir():
         # Say which directory is missing rather than let mkstemp fail with a bare errno.
         raise VdmError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.tmp-", suffix=path.suffix)
+    remove_stale(path.parent, f"{glob_escape(path.stem)}.tmp-*{glob_escape(path.suffix)}", "tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=writer_prefix(path.stem, "tmp"), suffix=path.suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -72,6 +115,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal in a glob pattern (a file name may hold [ ] * ?)."""
+    return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import save as st_save
 from vdm.atomic import atomic_write_bytes
 from vdm.config import DiffusionConfig, ModelConfig, from_dict, to_dict
 from vdm.errors import VdmError
+from vdm.schema import NON_NEGATIVE_INT, OBJECT, validate
 from vdm.unet import Unet3D
 
 FORMAT = "vdm.checkpoint"
@@ -54,12 +55,40 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
     if metadata.get("format_version") != FORMAT_VERSION:
         raise VdmError(f"{path} is vdm checkpoint format {metadata.get('format_version')}; "
                        f"this vdm reads format {FORMAT_VERSION}")
+    fields = parse_metadata(metadata, str(path))
+    model_config = from_dict(ModelConfig, fields["model_config"], str(path))
+    diffusion_config = from_dict(DiffusionConfig, fields["diffusion_config"], str(path))
+    check_finite(tensors, str(path))
+    return tensors, model_config, diffusion_config, metadata
+
+
+METADATA_SCHEMA = {"model_config": OBJECT, "diffusion_config": OBJECT, "step": NON_NEGATIVE_INT}
+
+
+def parse_metadata(metadata: dict[str, str], source: str) -> dict:
+    """The checkpoint's metadata strings as values (configs as objects, step as an integer), checked
+    against METADATA_SCHEMA: a one-line VdmError naming the field otherwise."""
+    fields: dict = {}
     for key in ("model_config", "diffusion_config"):
         if key not in metadata:
-            raise VdmError(f"{path}: vdm checkpoint without its {key}; it cannot rebuild the model")
-    model_config = from_dict(ModelConfig, json.loads(metadata["model_config"]), str(path))
-    diffusion_config = from_dict(DiffusionConfig, json.loads(metadata["diffusion_config"]), str(path))
-    return tensors, model_config, diffusion_config, metadata
+            raise VdmError(f"{source}: vdm checkpoint without its {key}; it cannot rebuild the model")
+        try:
+            fields[key] = json.loads(metadata[key])
+        except json.JSONDecodeError as e:
+            raise VdmError(f"{source}: field {key} is not JSON ({e}); expected an object") from None
+    step = metadata.get("step", "0")
+    fields["step"] = int(step) if isinstance(step, str) and step.isdigit() else step
+    validate(fields, METADATA_SCHEMA, source)
+    return fields
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity: they can only make NaN videos (grey ones once saved)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise VdmError(f"{source}: tensor {name} holds {bad} NaN/inf value(s); the model cannot generate "
+                           "videos (use an earlier checkpoint, or retrain with a lower --lr)")
 
 
 def read_metadata(data: bytes) -> dict[str, str]:

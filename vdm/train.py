@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import json
 import time
 from pathlib import Path
@@ -45,8 +46,12 @@ from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
 from vdm.errors import TrainingDiverged, VdmError, cli_errors
+from vdm.schema import NON_NEGATIVE_INT, OBJECT, POSITIVE_INT, optional, validate
 from vdm.unet import Unet3D, count_parameters
 
+# What --resume reads from train_state.pt, checked before any of it is used.
+TRAIN_STATE_SCHEMA = {"step": NON_NEGATIVE_INT, "model": OBJECT, "ema": OBJECT, "optimizer": OBJECT,
+                      "world_size": optional(POSITIVE_INT), "config": {"model": OBJECT, "diffusion": OBJECT}}
 LABEL_DROPOUT = 0.1  # fraction of conditional examples trained as the null class (for guidance)
 NOISE_STREAM, DROPOUT_STREAM = 0, 1  # the step's two seeded streams: see step_seed
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
@@ -239,7 +244,8 @@ class Trainer:
         if not path.exists():
             raise VdmError(f"--resume: no training state at {path}; start without --resume")
         state = load_torch(path)
-        saved = state.get("config", {})
+        validate(state, TRAIN_STATE_SCHEMA, str(path))
+        saved = state["config"]
         try:  # through the dataclasses, so fields added since (at their defaults) compare equal
             saved = {"model": to_dict(from_dict(ModelConfig, saved["model"])),
                      "diffusion": to_dict(from_dict(DiffusionConfig, saved["diffusion"]))}
@@ -249,7 +255,7 @@ class Trainer:
         if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
             raise VdmError(f"--resume: {path} was trained with a different model/diffusion config; "
                            "use the same --preset/--config, or a new --out")
-        saved_world = state.get("world_size", 1)
+        saved_world = state.get("world_size") or 1  # states from before multi-process training lack it
         if saved_world != self.ranks.world_size:
             raise VdmError(f"--resume: {path} was trained by {saved_world} process(es), this run has "
                            f"{self.ranks.world_size}; resume with {saved_world} in all (torchrun "
@@ -351,7 +357,7 @@ class Trainer:
                 tc.num_samples, num_steps=min(tc.sample_steps, self.cfg.diffusion.num_timesteps),
                 seed=tc.seed, class_label=label).cpu()
             folder = self.out / "samples" / f"step_{self.step:06d}"
-            write_videos(folder, videos)
+            write_videos(folder, videos)  # a fresh folder per step
         barrier(self.ranks)
         return folder
 
@@ -402,6 +408,26 @@ class Trainer:
                 self.batches.close()
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints")  # any of them: the folder holds a run
+
+
+def claim_run_folder(out: Path, resume: bool, overwrite: bool, is_main: bool) -> Path | None:
+    """A run folder belongs to one run. A new run refuses a folder that holds one, unless --overwrite,
+    which moves the old run aside (rank 0 only); returns where it went. --resume continues the run there."""
+    if resume and overwrite:
+        raise VdmError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if resume or not any((out / name).exists() for name in RUN_FILES):
+        return None
+    if not overwrite:
+        raise VdmError(f"{out} already holds a training run; continue it with --resume, start a new run with "
+                       "another --out, or replace it with --overwrite (which moves the old run aside)")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    aside = out.with_name(f"{out.name}.replaced-{stamp}")
+    if is_main:
+        out.rename(aside)
+    return aside
+
+
 def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
     """The preset, overlaid by the config file, overlaid by the CLI flags that were given."""
     base = load_config_file(config, get_preset(preset)) if config else get_preset(preset)
@@ -430,6 +456,8 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/PRESET]")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/train_state.pt.")
+@click.option("--overwrite", is_flag=True,
+              help="Start a new run in an --out that holds one; the old run is moved to OUT.replaced-<time>.")
 @click.option("--init-from", type=click.Path(dir_okay=False),
               help="Fine-tune: start from this checkpoint's weights (step 0, fresh optimizer); "
                    "with --resume the run's own state is used instead.")
@@ -443,7 +471,7 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, sample_every,
-         checkpoint_every, out, resume, init_from, device, workers, compile_network, seed, debug):
+         checkpoint_every, out, resume, overwrite, init_from, device, workers, compile_network, seed, debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos.
 
     Several processes: torchrun --nproc_per_node N -m vdm.train [OPTIONS] (the batch is split over them).
@@ -459,9 +487,13 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
     check_batch_split(tc, ranks)  # a flag mistake is refused before any process group starts
     device = rank_device(resolve_device(device), ranks)
     say = click.echo if ranks.is_main else (lambda *_: None)
+    out = Path(out or f"runs/{preset}")
+    aside = claim_run_folder(out, resume, overwrite, ranks.is_main)
+    if aside is not None:
+        say(f"--overwrite: moved the earlier run in {out} to {aside}")
     start_processes(ranks, device)
     try:
-        trainer = Trainer(settings, Path(out or f"runs/{preset}"), device, ranks)
+        trainer = Trainer(settings, out, device, ranks)
         if resume:
             trainer.resume()
             say(f"resumed at step {trainer.step}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -160,17 +161,28 @@ def write_gif_grid(path: str | os.PathLike, videos: VideoLike, fps: float = 8,
 # Reading
 
 
-def write_videos(folder: str | os.PathLike, videos: VideoLike, fps: float = 8) -> list[Path]:
-    """sample_000.mp4, sample_001.mp4, ... one per video (N, C, T, H, W), and grid.gif of all of them."""
+SAMPLE_FILES = re.compile(r"sample_\d{3,}\.mp4|grid\.gif")  # what write_videos writes, and nothing else
+
+
+def write_videos(folder: str | os.PathLike, videos: VideoLike, fps: float = 8) -> tuple[list[Path], list[Path]]:
+    """sample_000.mp4, sample_001.mp4, ... one per video (N, C, T, H, W), and grid.gif of all of them.
+
+    A folder holds one set: files of this kind from an earlier call that the new set does not replace
+    are removed once the new ones are written (other files are never touched). Returns (written,
+    the earlier files replaced or removed).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    earlier = sorted(p for p in folder.iterdir() if SAMPLE_FILES.fullmatch(p.name) and p.is_file())
     paths = []
     for i, video in enumerate(videos):
         paths.append(folder / f"sample_{i:03d}.mp4")
         write_mp4(paths[-1], video, fps=fps)
     paths.append(folder / "grid.gif")
     write_gif_grid(paths[-1], videos, fps=fps)
-    return paths
+    for stale in set(earlier) - set(paths):
+        stale.unlink(missing_ok=True)
+    return paths, earlier
 
 
 def _check_readable(path: Path) -> None:

@@ -8,7 +8,7 @@ import click
 from tqdm import tqdm
 
 from vdm.cli.flags import backend_flags, pop_backend_options, sampler_flags
-from vdm.errors import cli_errors
+from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
 
 
@@ -36,6 +36,7 @@ def main(model, backend, device, precision, sampler, steps, spacing, eta, num_sa
     from vdm.runtime.generator import VideoGenerator
     from vdm.video import write_videos
 
+    check_counts(num_samples=num_samples, frames=frames, size=size, fps=fps)
     options = pop_backend_options(backend, backend_options)
     if model is None:
         from vdm.demo import demo_model_path
@@ -64,17 +65,27 @@ def main(model, backend, device, precision, sampler, steps, spacing, eta, num_sa
         bar.update(1)
 
     start = time.perf_counter()
-    videos = generator.generate(num_samples, num_frames=frames, height=size, width=size, num_steps=steps,
-                                sampler=sampler, seed=seed, guidance=guidance, class_label=class_label,
-                                eta=eta, spacing=spacing, on_step=on_step)
-    synchronize(generator.device)
+    try:
+        videos = generator.generate(num_samples, num_frames=frames, height=size, width=size, num_steps=steps,
+                                    sampler=sampler, seed=seed, guidance=guidance, class_label=class_label,
+                                    eta=eta, spacing=spacing, on_step=on_step)
+        synchronize(generator.device)
+    finally:
+        bar.close()  # an error then starts on a line of its own
     total_s = time.perf_counter() - start
-    bar.close()
-    paths = write_videos(Path(out), videos.cpu(), fps)
+    paths, earlier = write_videos(Path(out), videos.cpu(), fps)
     median_ms = 1000 * sorted(step_times)[len(step_times) // 2]
     click.echo(f"{num_samples} videos {tuple(videos.shape[1:])}: {total_s:.2f} s total, "
                f"{median_ms:.1f} ms per step (median of {len(step_times)})")
-    click.echo(f"wrote {len(paths) - 1} mp4 + {paths[-1]} to {out}")
+    replaced = f" (replacing the {len(earlier)} sample files an earlier run left there)" if earlier else ""
+    click.echo(f"wrote {len(paths) - 1} mp4 + {paths[-1]} to {out}{replaced}")
+
+
+def check_counts(**counts: int | None) -> None:
+    """Flags that count something must be positive when given (0 is not 'the default')."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise VdmError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 if __name__ == "__main__":
