@@ -19,9 +19,10 @@ PACKAGES = ("onnxruntime", "openvino", "onnx", "numpy", "tensorrt")  # versions 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")  # what decides CPU speed
 
 
-def machine_info() -> dict:
+def machine_info(flags_shown: tuple[str, ...] = CPU_FLAGS) -> dict:
+    """The CPU, which of `flags_shown` it has, its cores and load, and the GPU (None without one)."""
     flags = cpu_flags()
-    info = {"cpu": cpu_model(), "cpu_flags": {f: f in flags for f in CPU_FLAGS},
+    info = {"cpu": cpu_model(), "cpu_flags": {f: f in flags for f in flags_shown},
             "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "gpu": None}
     if torch.cuda.is_available():
@@ -29,23 +30,38 @@ def machine_info() -> dict:
     return info
 
 
+def utc_date() -> str:
+    """Now in UTC, to the second (ISO 8601): the date a report states."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def command_line(module: str, argv: list[str]) -> str:
+    """The command that reruns `python -m module argv...`."""
+    return shlex.join(["python", "-m", module, *argv])
+
+
 def run_facts(module: str, argv: list[str]) -> dict:
     """The machine, versions, UTC date and command line of a run of `python -m module argv...`."""
-    return {"machine": machine_info(), "versions": software_versions(PACKAGES),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join(["python", "-m", module, *argv])}
+    return {"machine": machine_info(), "versions": software_versions(PACKAGES), "date": utc_date(),
+            "command": command_line(module, argv)}
 
 
 def facts_markdown(facts: dict) -> list[str]:
-    """Markdown bullet lines for run_facts()."""
+    """Markdown bullet lines for a report's run_facts() keys, and for the end of the run where the
+    report has it: the load average then (`load_average_at_end`) and the whole run's seconds (`wall_s`)."""
     m, v = facts["machine"], facts["versions"]
+    load = " / ".join(map(str, m["load_average_at_start"]))
+    if "load_average_at_end" in facts:
+        load += f", at end {' / '.join(map(str, facts['load_average_at_end']))}"
     flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in m["cpu_flags"].items())
     versions = ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
+    absent = ", ".join(k for k, val in v.items() if val is None)
+    wall = f"; whole run {facts['wall_s']:.0f} s" if "wall_s" in facts else ""
     return [f"- machine: {m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable), load average "
-            f"at start {' / '.join(map(str, m['load_average_at_start']))}; GPU: {m['gpu'] or 'none'}",
+            f"at start {load}; GPU: {m['gpu'] or 'none'}",
             f"- CPU flags: {flags}",
-            f"- versions: {versions}",
-            f"- date: {facts['date']}",
+            f"- versions: {versions}" + (f" (not installed: {absent})" if absent else ""),
+            f"- date: {facts['date']}{wall}",
             f"- command: `{facts['command']}`"]
 
 

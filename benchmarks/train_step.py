@@ -281,9 +281,7 @@ def headlines(rows: list[dict], baseline_label: str | None) -> list[str]:
 
 
 def machine_info(device: str) -> dict:
-    from latency import cpu_model  # the sibling script: benchmarks/ is on sys.path
-
-    from vdm.runtime.precision import cpu_flags
+    from vdm.machine import cpu_flags, cpu_model
 
     flags = cpu_flags()
     return {"cpu": cpu_model(), "cpu_flags": {f: f in flags for f in CPU_FLAGS},
@@ -321,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         measure(json.loads(args.measure))
         return 0
-    from latency import software_versions
+    from common import PACKAGES  # the sibling module: benchmarks/ is on sys.path when run as a script
+    from vdm.machine import software_versions
     from vdm.atomic import atomic_write_text
     from vdm.config import get_preset
 
@@ -352,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row | {"status": "error", "error": str(e)})
                 print(f"    {e}", flush=True)
     report = {"name": name, "date": started.isoformat(timespec="seconds"), "machine": machine,
-              "versions": software_versions(), "command": shlex.join(["python", "benchmarks/train_step.py", *argv]),
+              "versions": software_versions(PACKAGES),
+              "command": shlex.join(["python", "benchmarks/train_step.py", *argv]),
               "settings": vars(args) | {"out": str(args.out)}, "global_batch": global_batch,
               "train_gflop_per_clip": flops / 1e9, "rows": rows,
               "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}

@@ -1,22 +1,16 @@
-"""benchmarks/latency.py end to end on a tiny checkpoint: rows, parity, an unavailable backend, the three reports."""
+"""benchmarks.latency end to end on a tiny checkpoint: rows, parity, an unavailable backend, the three
+reports; and its plan: which precisions each backend's rows take, read from the backend declarations."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("latency_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.latency import cli
+from benchmarks.latency.plan import VARIANTS, plan_rows
+from vdm.runtime.backend import backend_class
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +20,9 @@ def quick_run(tmp_path_factory, save_tiny_checkpoint):
     checkpoint = save_tiny_checkpoint(tmp / "tiny.safetensors")
     argv = [str(checkpoint), "--quick", "--backends", "torch,onnxruntime,tensorrt", "--steps", "2",
             "--device", "cpu", "--threads", "1", "--out", str(tmp / "results"), "--name", "run"]
-    code = load_script().main(argv)
-    return code, tmp / "results" / "run", argv
+    result = CliRunner().invoke(cli.main, argv)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, tmp / "results" / "run", argv
 
 
 def rows_of(results_dir: Path) -> dict[str, dict]:
@@ -77,10 +72,26 @@ def test_markdown_has_the_table_header_and_the_command_line(quick_run):
     _, results_dir, argv = quick_run
     text = (results_dir / "results.md").read_text()
     assert "| backend | precision |" in text
-    assert "python benchmarks/latency.py " + argv[0] in text
+    assert "python -m benchmarks.latency " + argv[0] in text
     assert "**Headline**" in text
 
 
 def test_chart_is_a_png(quick_run):
     png = quick_run[1] / "latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_variant_takes_the_precisions_its_backend_declares_on_each_device(name):
+    variant = VARIANTS[name]
+    for device, precisions in backend_class(variant.backend).computes.items():
+        assert variant.precisions(device) == precisions
+
+
+def test_the_plan_follows_a_changed_declaration(monkeypatch):
+    """A backend declaring fewer precisions on a device loses those rows there: they become skipped n/a."""
+    cls = backend_class("onnxruntime")
+    monkeypatch.setattr(cls, "computes", cls.computes | {"cpu": ("fp32",)})
+    jobs, skipped = plan_rows(["onnxruntime"], ["fp32", "fp16", "bf16"], [1], "cpu")
+    assert [(j.variant.name, j.precision) for j in jobs] == [("onnxruntime", "fp32")]
+    assert skipped == ["onnxruntime fp16", "onnxruntime bf16"]

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `benchmarks` is a folder of the repository, not of the installed package
-
-from benchmarks import steps  # noqa: E402
+from benchmarks import steps
 
 
 @pytest.fixture(scope="module")

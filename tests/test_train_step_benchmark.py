@@ -24,7 +24,7 @@ def one_row(tmp_path_factory):
     out = tmp_path_factory.mktemp("train-step")
     argv = ["--world-sizes", "1", "--threads", "1", "--batch-size", "2", "--steps", "1", "--repeats", "2",
             "--warmup", "1", "--out", str(out), "--name", "run"]
-    sys.path.insert(0, str(SCRIPT.parent))  # it imports its sibling latency.py, as when run as a script
+    sys.path.insert(0, str(SCRIPT.parent))  # it imports its sibling common.py, as when run as a script
     try:
         code = load_script().main(argv)
     finally:
