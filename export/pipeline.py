@@ -23,6 +23,21 @@ from vdm.export.parity import TOLERANCE, measure_parity, parity_cases
 from vdm.machine import software_versions
 
 
+# The lowest opset each exporter writes a valid UNet in (measured with torch 2.13): the dynamo exporter's
+# graphs fail onnx.checker below 18; the TorchScript one needs 14 for scaled_dot_product_attention.
+MIN_OPSET = {"dynamo": 18, "torchscript": 14}
+
+
+def check_options(options: "ExportOptions") -> None:
+    """Flag mistakes an export would only hit late (or not at all), before any work."""
+    import onnx
+
+    low, high = MIN_OPSET[options.exporter], onnx.defs.onnx_opset_version()
+    if not low <= options.opset <= high:
+        raise VdmError(f"--opset {options.opset}: the {options.exporter} exporter writes opsets {low}..{high} "
+                       f"(this onnx {onnx.__version__}); use one of those")
+
+
 class ParityError(VdmError):
     """The exported network disagrees with the PyTorch model beyond the documented tolerance."""
 
@@ -68,6 +83,7 @@ def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=p
     except ImportError as e:
         raise VdmError(f"vdm-export needs onnx and onnxruntime: pip install 'vdm[onnx]' ({e.name} missing)") from None
     # Everything that can be wrong with the inputs is found here, before the (slow) export.
+    check_options(options)
     model, diffusion_config, metadata = load_model(checkpoint)  # checks the metadata and the weights
     cfg = model.cfg
     frames = cfg.frames if options.frames is None else options.frames

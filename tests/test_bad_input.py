@@ -306,3 +306,22 @@ def test_vdm_run_replaces_an_earlier_runs_samples_and_says_so(tiny_checkpoint, t
     assert result.exit_code == 0, result.output
     assert "replacing the 4 sample files an earlier run left there" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["grid.gif", "notes.txt", "sample_000.mp4", "sample_001.mp4"]
+
+
+# ---------------------------------------------------------------------------------------------
+# More of the same kinds, found by trying the CLIs
+
+
+@pytest.mark.parametrize("exporter, opset", [("dynamo", 17), ("torchscript", 13), ("dynamo", 5), ("dynamo", 99)])
+def test_vdm_export_refuses_an_opset_its_exporter_cannot_write_before_exporting(tmp_path, tiny_checkpoint,
+                                                                                 exporter, opset):
+    line = one_error_line(invoke(export_main, tiny_checkpoint, "--out", tmp_path / "b", "--exporter", exporter,
+                                 "--opset", opset))
+    assert f"--opset {opset}: the {exporter} exporter writes opsets" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_vdm_train_refuses_a_negative_seed(tmp_path):
+    line = one_error_line(invoke(vdm.train.main, "--seed", -1, "--out", tmp_path / "run", "--device", "cpu"))
+    assert line == "error: seed must be >= 0, got -1"
+    assert not (tmp_path / "run").exists()

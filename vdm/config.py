@@ -152,6 +152,8 @@ class TrainConfig:
                 raise VdmError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sample_every < 0 or self.warmup_steps < 0:
             raise VdmError("sample_every and warmup_steps must be >= 0")
+        if self.seed < 0:
+            raise VdmError(f"seed must be >= 0, got {self.seed}")
         if self.workers is not None and self.workers < 0:
             raise VdmError(f"workers must be >= 0, got {self.workers}")
         if self.memory_format not in get_args(MemoryFormatKind):
