@@ -82,6 +82,12 @@ def sample(backend: Backend, noise: torch.Tensor, sampler: Sampler, y: torch.Ten
     return x.clamp(-1, 1)
 
 
+class SamplingDiverged(VdmError):
+    """The sampling loop produced NaN/inf: nothing is written (exit 1, a failed run, not a misused flag)."""
+
+    exit_code = 1
+
+
 def check_finite_latent(first_bad: int, sampler: Sampler, backend: Backend) -> None:
     """Raise when the loop's latent stopped being finite (at step index first_bad < the step count)."""
     if first_bad >= len(sampler.timesteps):
@@ -90,12 +96,6 @@ def check_finite_latent(first_bad: int, sampler: Sampler, backend: Backend) -> N
                            f"(t={sampler.timesteps[first_bad]}) on {backend.describe()}: the network's output is "
                            "not finite (NaN weights, or an overflow in a low precision: try --precision fp32); "
                            "no videos were written")
-
-
-class SamplingDiverged(VdmError):
-    """The sampling loop produced NaN/inf: nothing is written (exit 1, a failed run, not a misused flag)."""
-
-    exit_code = 1
 
 
 def ddim_invert(backend: Backend, video: torch.Tensor, timesteps: list[int], y: torch.Tensor | None = None,
