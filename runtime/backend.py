@@ -55,6 +55,7 @@ class Backend:
     name: ClassVar[str] = "base"
     source: ClassVar[Literal["checkpoint", "bundle"]] = "checkpoint"
     computes: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",)}
+    why_not: ClassVar[dict[str, str]] = {}  # precision -> why this backend does not compute it (measured)
     options: ClassVar[tuple[BackendOption, ...]] = ()
 
     device: torch.device
@@ -77,6 +78,11 @@ class Backend:
 
     def describe(self) -> str:
         return f"{self.name} ({self.precision}, {self.device})"
+
+    @classmethod
+    def network_for(cls, precision: str) -> str:
+        """The bundle network computing in `precision` reads: its own, unless a backend says otherwise."""
+        return precision
 
     @classmethod
     def device_type(cls, device: str | None) -> str:

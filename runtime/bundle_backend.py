@@ -28,7 +28,8 @@ class BundleBackend(Backend):
         self.model_config = bundle.model_config
         self.diffusion_config = bundle.diffusion_config
         self.precision = resolve_precision(precision, device_type, self.computes[device_type],
-                                           f"the {self.name} backend", bundle.networks if available is None else available)
+                                           f"the {self.name} backend",
+                                           bundle.networks if available is None else available, why_not=self.why_not)
 
     @staticmethod
     def read(path: Path) -> Bundle:

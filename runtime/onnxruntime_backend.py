@@ -79,6 +79,8 @@ def providers_for(ort, device: torch.device, provider: str | None, bundle: Bundl
 class OnnxRuntimeBackend(BundleBackend):
     name = "onnxruntime"
     computes = {"cpu": ("fp32", "fp16"), "cuda": ("fp32", "fp16")}
+    why_not = {"int8": "ONNX Runtime has no int8 kernel for 3D convolutions: it ran the int8 network's QDQ "
+                       "Conv3d as fp32, no faster (188 vs 178 ms at batch 4 on the demo); use --backend openvino"}
     options = (
         BackendOption("provider", str, "ONNX Runtime execution provider (default: from --device).",
                       ("cpu", "cuda", "tensorrt")),

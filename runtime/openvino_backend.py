@@ -51,6 +51,8 @@ def choose_precision(requested: str, capabilities: set[str], flags: set[str] | N
         raise VdmError("OpenVINO cannot compute fp16 on this CPU (its capabilities are "
                        f"{', '.join(sorted(capabilities))}; f16 needs native fp16 units such as AMX-FP16); "
                        "use --precision fp32 or auto")
+    if resolved == "int8":
+        return resolved, "the int8 network (vdm-export --int8), its other layers in fp32"
     if requested == "auto":
         if resolved == "bf16":
             return resolved, "auto: this CPU has bf16 matrix units"
@@ -84,25 +86,27 @@ def cached_blobs(cache_dir: Path | None) -> set[str]:
 
 class OpenVINOBackend(BundleBackend):
     name = "openvino"
-    computes = {"cpu": ("fp32", "bf16", "fp16")}  # hints on the fp32 network; fp16 where the CPU has it
+    computes = {"cpu": ("fp32", "bf16", "fp16", "int8")}  # hints on the fp32 network; int8 runs the int8 one
     options = (THREADS,)
 
     def __init__(self, bundle: Bundle, precision: str = "auto", threads: int | None = None):
         ov = import_openvino()
         if threads is not None and threads < 1:
             raise VdmError(f"threads must be at least 1, got {threads}")
-        super().__init__(bundle, "cpu", "fp32")  # OpenVINO lowers precision itself, from the fp32 graph
+        network = self.network_for(precision)
+        super().__init__(bundle, "cpu", network)
         self.device = torch.device("cpu")
-        self.network = bundle.network("fp32")
+        self.network = bundle.network(network)
         core = ov.Core()
         capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         self.requested_precision, self.reason = choose_precision(precision, capabilities)
         # One cache folder per requested precision: OpenVINO 2026.4's cache key ignores a bf16 hint on
         # an AVX-512 CPU without bf16 units, and loading the fp32 blob under that hint computed NaN.
         self.cache_dir = enable_cache(core, bundle.root / CACHE_NAME / self.requested_precision)
-        path = bundle.file("fp32")  # checked against the manifest's checksum
+        path = bundle.file(network)  # checked against the manifest's checksum
         self.compiled = self._compile(core, path, threads)
-        self.precision = compiled_precision(self.compiled)
+        computed = compiled_precision(self.compiled)
+        self.precision = "int8" if self.requested_precision == "int8" and computed == "fp32" else computed
         if self.precision != self.requested_precision:  # OpenVINO ignored the hint (see the module docstring)
             missing = CAPABILITY.get(self.requested_precision, self.requested_precision)
             self.reason = (f"{self.requested_precision} requested, but OpenVINO lists no {missing} on this CPU, "
@@ -118,8 +122,15 @@ class OpenVINOBackend(BundleBackend):
         self.request = self.compiled.create_infer_request()  # reused by every predict
         self._ov = ov
 
+    @classmethod
+    def network_for(cls, precision: str) -> str:
+        """OpenVINO lowers fp32/bf16/fp16 itself from the fp32 graph; int8 is a network of its own (QDQ)."""
+        return "int8" if precision == "int8" else "fp32"
+
     def _compile(self, core, path: Path, threads: int | None):
-        config = {"INFERENCE_PRECISION_HINT": OV_ELEMENT[self.requested_precision], "PERFORMANCE_HINT": "LATENCY"}
+        # int8: the quantized convolutions run in int8 whatever the hint; the rest stays f32.
+        hint = "f32" if self.requested_precision == "int8" else OV_ELEMENT[self.requested_precision]
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         before = cached_blobs(self.cache_dir)

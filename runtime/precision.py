@@ -14,8 +14,8 @@ import torch
 from vdm.errors import VdmError
 from vdm.machine import cpu_flags, cpu_has_fast_bf16  # noqa: F401  (cpu_flags: re-exported for scripts)
 
-Precision = Literal["fp32", "bf16", "fp16", "auto"]
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+Precision = Literal["fp32", "bf16", "fp16", "int8", "auto"]
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # int8 is never auto's choice: ask for it
 
 
 def auto_order(device_type: str, flags: set[str] | None = None) -> tuple[str, ...]:
@@ -26,9 +26,11 @@ def auto_order(device_type: str, flags: set[str] | None = None) -> tuple[str, ..
 
 
 def resolve_precision(requested: str, device_type: str, computes: tuple[str, ...], who: str,
-                      available: Iterable[str] | None = None, flags: set[str] | None = None) -> str:
+                      available: Iterable[str] | None = None, flags: set[str] | None = None,
+                      why_not: dict[str, str] | None = None) -> str:
     """The precision to run: `requested` if `who` computes it on this device, or auto's choice among
-    what it computes and (bundles) has available; a VdmError saying what to use otherwise."""
+    what it computes and (bundles) has available; a VdmError saying what to use otherwise (and why,
+    where the backend declares a reason in `why_not`)."""
     if requested not in PRECISIONS:
         raise VdmError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     if requested == "auto":
@@ -38,7 +40,8 @@ def resolve_precision(requested: str, device_type: str, computes: tuple[str, ...
                 return precision
         raise VdmError(f"{who} has nothing it can run on {device_type}: it computes {' or '.join(computes)}")
     if requested not in computes:
-        raise VdmError(f"{who} computes {' or '.join(computes)} on {device_type}, not {requested}; "
+        reason = f" ({why_not[requested]})" if why_not and requested in why_not else ""
+        raise VdmError(f"{who} computes {' or '.join(computes)} on {device_type}, not {requested}{reason}; "
                        f"use --precision {' or '.join(computes)} (or auto)")
     return requested
 

@@ -95,3 +95,11 @@ def test_the_plan_follows_a_changed_declaration(monkeypatch):
     jobs, skipped = plan_rows(["onnxruntime"], ["fp32", "fp16", "bf16"], [1], "cpu")
     assert [(j.variant.name, j.precision) for j in jobs] == [("onnxruntime", "fp32")]
     assert skipped == ["onnxruntime fp16", "onnxruntime bf16"]
+
+
+def test_int8_rows_read_the_int8_network_where_the_backend_computes_it():
+    jobs, skipped = plan_rows(["onnxruntime", "openvino"], ["fp32", "int8"], [1], "cpu")
+    assert [(j.variant.name, j.precision) for j in jobs] == [("onnxruntime", "fp32"), ("openvino", "fp32"),
+                                                             ("openvino", "int8")]
+    assert skipped == ["onnxruntime int8"]
+    assert [VARIANTS["openvino"].network_for(p) for p in ("fp32", "bf16", "int8")] == ["fp32", "fp32", "int8"]

@@ -23,7 +23,7 @@ from vdm.schema import (BOOL, FILE_NAME, NON_NEGATIVE_INT, NUMBER, OBJECT, POSIT
 MANIFEST_NAME = "vdm.json"
 FORMAT = "vdm.bundle"
 FORMAT_VERSION = 2  # 2: every file the manifest describes carries its sha256 and size
-NETWORK_PRECISIONS = ("fp32", "fp16")
+NETWORK_PRECISIONS = ("fp32", "fp16", "int8")
 VERIFIED_NAME = ".verified.json"  # stat fingerprints of the files whose sha256 matched the manifest
 
 FILE_RECORD = {"sha256": SHA256, "size": NON_NEGATIVE_INT}
@@ -43,7 +43,7 @@ NETWORK = {
     "inputs": IO,
     "outputs": IO,
     "shapes": {"static": BOOL, "height": POSITIVE_INT, "width": POSITIVE_INT, "batch": AXIS, "frames": AXIS},
-    "parity": {"rel_error": NUMBER, "passed": BOOL},
+    "parity": {"rel_error": optional(NUMBER), "passed": BOOL},  # int8: its quality gate instead
     "tensorrt": Maybe(TENSORRT_ENGINE),  # an engine built from this network (vdm/engine.py)
 }
 MANIFEST_SCHEMA = {
@@ -68,16 +68,17 @@ class Bundle:
 
     def network(self, precision: str) -> dict:
         if precision not in self.networks:
+            flag = {"fp16": "--fp16 ", "int8": "--int8 "}.get(precision, "")
             raise VdmError(f"bundle {self.root} has no {precision} network (it has: "
-                           f"{', '.join(self.networks)}); export one with `vdm-export "
-                           f"{'--fp16 ' if precision == 'fp16' else ''}--out {self.root} CHECKPOINT`")
+                           f"{', '.join(self.networks)}); export one with `vdm-export {flag}--out {self.root} CHECKPOINT`")
         return self.networks[precision]
 
     def file(self, precision: str) -> Path:
         """The `precision` network's ONNX file, after checking it and its external data against the
         manifest's sizes and sha256 (a replaced or damaged file is refused before it loads)."""
         entry = self.network(precision)
-        fix = f"`vdm-export CHECKPOINT --out {self.root}{' --fp16' if precision == 'fp16' else ''}`"
+        flag = {"fp16": " --fp16", "int8": " --int8"}.get(precision, "")
+        fix = f"`vdm-export CHECKPOINT --out {self.root}{flag}`"
         for name, record in entry["files"].items():
             verify_file(self.root / name, record, fix)
         return self.root / entry["file"]

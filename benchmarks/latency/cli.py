@@ -15,7 +15,7 @@ import torch
 from benchmarks.common import PACKAGES, RESULTS_DIR, command_line, machine_info, utc_date
 from benchmarks.latency.measure import References, Row, Run, add_speedups, measure_row
 from benchmarks.latency.model import Bundles, prepare_model
-from benchmarks.latency.plan import PRECISIONS, VARIANTS, Settings, plan_rows
+from benchmarks.latency.plan import DEFAULT_PRECISIONS, PRECISIONS, VARIANTS, Settings, plan_rows
 from benchmarks.latency.report import headline, row_line, write_reports
 from vdm.config import check_video_shape, presets, to_dict
 from vdm.errors import VdmError
@@ -83,7 +83,7 @@ def settings_from(flags: dict) -> Settings:
     stem = preset or (model.stem if model.is_file() else model.resolve().name)
     name = flags["name"] or f"{stem}-{device}-{datetime.date.today().isoformat()}"
     return Settings(model=model, preset=preset, backends=[b for b in VARIANTS if b in backends],
-                    precisions=[q for q in PRECISIONS if q in pick("precisions", list(PRECISIONS), ["fp32"])],
+                    precisions=[q for q in PRECISIONS if q in pick("precisions", list(DEFAULT_PRECISIONS), ["fp32"])],
                     batches=sorted(set(batches)), frames=flags["frames"], size=flags["size"], sampler=flags["sampler"],
                     device=device, quick=quick, name=name, out=flags["out"] / name, threads=flags["threads"],
                     exporter=pick("exporter", "dynamo", "torchscript"), seed=flags["seed"], **counts)
@@ -125,7 +125,8 @@ def measure_all(settings: Settings, work: Path) -> tuple[Run, list[Row], list[st
               help="A seeded random model of this preset instead of MODEL.")
 @click.option("--backends", callback=comma_list(tuple(VARIANTS)),
               help=f"Comma list of {', '.join(VARIANTS)} (default: all; quick: all but {', '.join(QUICK_SKIPS)}).")
-@click.option("--precisions", callback=comma_list(PRECISIONS), help="Default: fp32,fp16,bf16 (quick: fp32).")
+@click.option("--precisions", callback=comma_list(PRECISIONS),
+              help="Default: fp32,fp16,bf16 (quick: fp32); int8 on request (its export calibrates and gates).")
 @click.option("--batch", callback=comma_list(cast=int), help="Default: 1,4 (quick: 1).")
 @click.option("--frames", type=int, help="T (default: the model's).")
 @click.option("--size", type=int, help="H = W (default: the model's).")

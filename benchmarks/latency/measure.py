@@ -222,7 +222,7 @@ def measure_row(variant: Variant, precision: str, batch: int, run: Run) -> Row:
     if reason:
         return dataclasses.replace(row, status="unavailable", reason=reason)
     try:
-        path, row.export_s = run.bundles.path_for(variant.source, variant.network or precision, batch)
+        path, row.export_s = run.bundles.path_for(variant.source, variant.network_for(precision), batch)
         measure_backend(row, variant, path, run)
     except Unavailable as e:
         row.status, row.reason = "unavailable", str(e)

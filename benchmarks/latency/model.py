@@ -123,6 +123,13 @@ class Bundles:
         if source == "engine":  # TensorRT builds its engine from the dynamic bundle's ONNX
             export_s = self.path_for("bundle", precision, batch)[1]
             return export_s + self._build_engine(precision)
+        if precision == "int8":  # made from the fp32 network, calibrated and gated (vdm/int8.py)
+            from vdm.int8 import Int8Options, export_int8
+
+            export_s = self.path_for(source, "fp32", batch)[1]
+            start = time.perf_counter()
+            export_int8(self.model.checkpoint, self.directory(source, batch), Int8Options(), log=self.log)
+            return export_s + time.perf_counter() - start
         static = source == "static-bundle"
         # A sample batch of 1 would let the dynamo exporter specialise the batch axis to 1.
         sample_batch = batch if static else max(2, *self.settings.batches)

@@ -14,7 +14,8 @@ from typing import Literal, NamedTuple
 
 from vdm.runtime.backend import backend_class
 
-PRECISIONS = ("fp32", "fp16", "bf16")  # also the row order: fp32 first, so the reference comes first
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # also the row order: fp32 first, so the reference comes first
+DEFAULT_PRECISIONS = ("fp32", "fp16", "bf16")  # int8 on request: its export calibrates and gates (a minute or more)
 Source = Literal["checkpoint", "bundle", "static-bundle", "engine"]
 # backend -> (the package it imports, how to install it): checked before exporting anything for it
 REQUIRES = {"onnxruntime": ("onnxruntime", "pip install 'vdm[onnx]'"),
@@ -33,7 +34,6 @@ class Variant:
     options: dict = field(default_factory=dict)  # fixed load options, each one the backend declares
     makes: Source | None = None  # what it loads, where more than its backend's `source`: a static bundle, an engine
     devices: tuple[str, ...] | None = None  # where it runs, where narrower than its backend's `computes`
-    network: str | None = None  # the bundle network it reads whatever the precision (None: the row's precision)
 
     def __post_init__(self):
         undeclared = set(self.options) - self.declared_options()
@@ -59,6 +59,10 @@ class Variant:
             return computes[device]
         return tuple(p for p in PRECISIONS if any(p in there for there in computes.values()))
 
+    def network_for(self, precision: str) -> str:
+        """The bundle network a row of this precision reads (the backend's declaration)."""
+        return backend_class(self.backend).network_for(precision)
+
     def load_options(self, threads: int) -> dict:
         """Its fixed options, and `threads` where its backend takes that option."""
         return self.options | ({"threads": threads} if "threads" in self.declared_options() else {})
@@ -73,7 +77,7 @@ VARIANTS = {v.name: v for v in (
     Variant("tensorrt", "tensorrt", makes="engine"),
     # OpenVINO takes bf16/fp16 as a hint on the fp32 network (runtime/openvino_backend.py) and may compute
     # fp32 instead; the row's `computes` says which.
-    Variant("openvino", "openvino", network="fp32"),
+    Variant("openvino", "openvino"),
 )}
 
 

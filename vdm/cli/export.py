@@ -23,6 +23,11 @@ from vdm.errors import VdmError, cli_errors
               help="torch.export-based exporter, or the older (faster, deprecated) tracing one.")
 @click.option("--external-data", is_flag=True, default=None,
               help="Keep weights in unet.onnx.data (automatic above protobuf's 2 GB limit).")
+@click.option("--int8", is_flag=True,
+              help="Also an int8 network (unet.int8.onnx), calibrated on sampling trajectories and published only "
+                   "if its videos pass the quality gate (needs NNCF and OpenVINO).")
+@click.option("--calibration-videos", default=16, show_default=True, type=int,
+              help="Videos whose every sampling step calibrates --int8.")
 @click.option("--tensorrt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and a GPU).")
 @click.option("--min-shape", help="TensorRT profile minimum as BATCHxFRAMES, e.g. 1x8 (default: manifest).")
 @click.option("--opt-shape", help="TensorRT profile optimum as BATCHxFRAMES (default: the sample input).")
@@ -31,13 +36,22 @@ from vdm.errors import VdmError, cli_errors
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(checkpoint, out, fp16, opset, batch, frames, size, static, max_batch, max_frames, exporter,
-         external_data, tensorrt, min_shape, opt_shape, max_shape, workspace_gb, debug):
+         external_data, int8, calibration_videos, tensorrt, min_shape, opt_shape, max_shape, workspace_gb, debug):
     """Export CHECKPOINT (.safetensors from vdm-train) to a bundle in --out: ONNX, manifest, parity."""
     from vdm.export.pipeline import ExportOptions, export_bundle
 
     if (min_shape or opt_shape or max_shape) and not tensorrt:
         raise VdmError("--min-shape/--opt-shape/--max-shape only apply with --tensorrt")
     precision = "fp16" if fp16 else "fp32"
+    if int8:
+        from vdm.export.int8 import import_nncf
+        from vdm.int8 import Int8Options
+
+        if fp16:
+            raise VdmError("--int8 is made from the fp32 network: run `vdm-export --int8` and `vdm-export --fp16` "
+                           "as two commands")
+        import_nncf()  # fail before the (slow) ONNX export
+        int8_options = Int8Options(calibration_videos=calibration_videos)
     if tensorrt:
         from vdm.export.tensorrt_build import EngineOptions, require_tensorrt
 
@@ -47,6 +61,10 @@ def main(checkpoint, out, fp16, opset, batch, frames, size, static, max_batch, m
                             static=static, max_batch=max_batch, max_frames=max_frames, exporter=exporter,
                             external_data=external_data)
     manifest = export_bundle(Path(checkpoint), Path(out), options, log=click.echo)
+    if int8:
+        from vdm.int8 import export_int8
+
+        manifest["networks"]["int8"] = export_int8(Path(checkpoint), Path(out), int8_options, log=click.echo)
     if tensorrt:
         from vdm.export.tensorrt_build import build_engine_for_bundle
 

@@ -1,0 +1,151 @@
+"""INT8 (vdm-export --int8, vdm/int8.py, export/int8.py): calibration on sampling trajectories, a QDQ
+network TensorRT's explicit quantization can read, OpenVINO running it, and the quality gate that
+publishes only what makes fp32's videos."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+pytest.importorskip("nncf", reason="int8 export needs NNCF: pip install 'vdm[int8]'")
+pytest.importorskip("openvino", reason="int8 runs on OpenVINO: pip install 'vdm[openvino]'")
+import onnx  # noqa: E402
+
+from vdm.cli.export import main as export_main  # noqa: E402
+from vdm.cli.run import main as run_main  # noqa: E402
+from vdm.errors import VdmError  # noqa: E402
+from vdm.int8 import Int8GateError, Int8Options, export_int8, fallback_plans  # noqa: E402
+from vdm.runtime.generator import VideoGenerator  # noqa: E402
+
+SMALL = Int8Options(calibration_videos=2, gate_videos=2)
+
+
+def invoke(command, *args):
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory, save_tiny_checkpoint) -> tuple[Path, Path, str]:
+    """(checkpoint, bundle with fp32 and int8 networks, the export's output), exported once."""
+    folder = tmp_path_factory.mktemp("int8")
+    checkpoint = save_tiny_checkpoint(folder / "tiny.safetensors")
+    result = invoke(export_main, checkpoint, "--out", folder / "bundle", "--exporter", "torchscript", "--int8",
+                    "--calibration-videos", 2)
+    assert result.exit_code == 0, result.output
+    return checkpoint, folder / "bundle", result.output
+
+
+def test_the_manifest_records_how_the_int8_network_was_calibrated_and_gated(int8_bundle):
+    _, bundle, output = int8_bundle
+    entry = json.loads((bundle / "vdm.json").read_text())["networks"]["int8"]
+    assert entry["file"] == "unet.int8.onnx" and entry["precision"] == "int8"
+    assert entry["calibration"] == {"sampler": "unipc", "steps": 6, "videos": 2, "seed": 1000, "network_calls": 12}
+    gate = entry["parity"]["gate"]
+    assert entry["parity"]["passed"] and gate["psnr_db"] >= 30 and gate["max_score_change"] <= 0.05
+    assert "calibration: 12 network calls (2 videos x unipc 6 steps, seed 1000)" in output
+
+
+def test_the_int8_network_is_symmetric_qdq_with_the_first_and_last_convolutions_in_float(int8_bundle):
+    _, bundle, _ = int8_bundle
+    model = onnx.load(str(bundle / "unet.int8.onnx"))
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    constants |= {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                  if n.op_type == "Constant"}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zero_point = constants[node.input[2]]
+            assert zero_point.dtype.name == "int8" and not zero_point.any()  # what TensorRT takes
+    producers = {out: n for n in model.graph.node for out in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for conv in (convs[0], convs[-1]):
+        weight = producers.get(conv.input[1])
+        assert weight is None or weight.op_type != "DequantizeLinear"
+
+
+def test_openvino_runs_the_int8_network_close_to_fp32(int8_bundle):
+    checkpoint, bundle, _ = int8_bundle
+    gen = VideoGenerator(bundle, backend="openvino", precision="int8", threads=1)
+    assert gen.backend.precision == "int8" and "int8 network" in gen.backend.describe()
+    reference = VideoGenerator(checkpoint, backend="torch", device="cpu", precision="fp32").generate(2, seed=0)
+    from vdm.fidelity import video_psnr
+
+    assert video_psnr(gen.generate(2, seed=0), reference) >= 30
+
+
+def test_onnxruntime_refuses_int8_saying_why(int8_bundle):
+    _, bundle, _ = int8_bundle
+    with pytest.raises(VdmError, match="no int8 kernel for 3D convolutions.*use --backend openvino"):
+        VideoGenerator(bundle, backend="onnxruntime", device="cpu", precision="int8")
+
+
+def test_vdm_run_runs_int8_on_openvino(int8_bundle, tmp_path):
+    _, bundle, _ = int8_bundle
+    result = invoke(run_main, bundle, "--backend", "openvino", "--precision", "int8", "-n", 1, "--out", tmp_path / "v")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "v" / "sample_000.mp4").is_file()
+
+
+def test_a_bundle_without_int8_says_how_to_make_it(tiny_bundle, tmp_path):
+    result = invoke(run_main, tiny_bundle, "--backend", "openvino", "--precision", "int8", "--out", tmp_path / "v")
+    assert result.exit_code == 2 and "has no int8 network" in result.output and "vdm-export --int8" in result.output
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """The bundle's files and their sha256, without the caches a load may refresh."""
+    from vdm.bundle import VERIFIED_NAME
+    from vdm.runtime.openvino_backend import CACHE_NAME
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and CACHE_NAME not in p.parts and p.name != VERIFIED_NAME}
+
+
+def test_a_network_that_fails_the_gate_is_not_written_and_the_export_exits_1(int8_bundle, tmp_path, monkeypatch):
+    checkpoint, bundle, _ = int8_bundle
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    manifest = json.loads((copy / "vdm.json").read_text())
+    del manifest["networks"]["int8"]
+    (copy / "vdm.json").write_text(json.dumps(manifest))
+    (copy / "unet.int8.onnx").unlink()
+    before = snapshot(copy)
+    impossible = Int8Options(calibration_videos=2, gate_videos=2, min_psnr_db=500)
+    with pytest.raises(Int8GateError, match="no int8 network passed the quality gate") as error:
+        export_int8(checkpoint, copy, impossible, log=lambda *_: None)
+    assert error.value.exit_code == 1
+    assert snapshot(copy) == before and not list(copy.glob(".export-*"))
+
+
+def test_levels_go_back_to_fp32_full_resolution_first():
+    levels = {"a": 0, "b": 1, "c": 0, "d": 2}
+    assert fallback_plans(levels) == [[], ["a", "c"], ["a", "b", "c"], ["a", "b", "c", "d"]]
+
+
+def test_int8_with_fp16_is_refused_before_any_work(tiny_checkpoint, tmp_path):
+    result = invoke(export_main, tiny_checkpoint, "--out", tmp_path / "b", "--int8", "--fp16")
+    assert result.exit_code == 2 and "--int8 is made from the fp32 network" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_int8_without_nncf_says_what_to_install_before_exporting(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    result = invoke(export_main, tiny_checkpoint, "--out", tmp_path / "b", "--int8")
+    assert result.exit_code == 2 and "pip install 'vdm[int8]'" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_calibration_records_every_network_call_of_the_default_sampler(tiny_checkpoint):
+    from vdm.int8 import record_calibration
+
+    reference = VideoGenerator(tiny_checkpoint, backend="torch", device="cpu")
+    feeds = record_calibration(reference, SMALL)
+    assert len(feeds) == 2 * 6 and sorted({int(f["t"][0]) for f in feeds}, reverse=True) == \
+        reference.check_request(1)[1].timesteps
+    assert all(f["x"].shape == (1, 3, 4, 8, 8) and torch.isfinite(torch.from_numpy(f["x"])).all() for f in feeds)

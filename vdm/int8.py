@@ -1,0 +1,161 @@
+"""INT8 networks with a quality gate: calibrate on the model's own sampling trajectories, quantize
+the bundle's fp32 ONNX (vdm.export.int8), and publish only what makes the same videos.
+
+It sits above vdm.export and vdm.runtime and uses both: the runtime records the calibration inputs
+(every network call of the default sampler on `calibration_videos` videos) and runs the gate, which
+compares final videos from fixed seeds on OpenVINO int8 with the PyTorch fp32 model: PSNR at least
+`min_psnr_db`, and every vdm.metrics property score within `max_score_change`. When a network fails,
+whole UNet levels go back to fp32, full resolution first (the most sensitive convolutions, measured),
+and it is quantized again; when none passes, nothing is written and the export exits 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vdm.atomic import remove_stale, writer_prefix
+from vdm.bundle import file_record, network_file, read_bundle, write_manifest
+from vdm.errors import VdmError
+from vdm.fidelity import video_psnr
+from vdm.metrics import score_videos
+from vdm.runtime.backend import Backend
+from vdm.runtime.generator import VideoGenerator
+from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+
+@dataclass
+class Int8Options:
+    calibration_videos: int = 16  # videos whose every sampling step calibrates the activation ranges
+    calibration_seed: int = 1000  # their noise (kept apart from the gate's seeds)
+    gate_videos: int = 8  # videos the quality gate compares with fp32
+    gate_seed: int = 0
+    min_psnr_db: float = 30.0  # final videos against PyTorch fp32 from the same noise
+    max_score_change: float = 0.05  # per vdm.metrics property score
+
+    def __post_init__(self):
+        if self.calibration_videos < 1 or self.gate_videos < 1:
+            raise VdmError("--calibration-videos must be at least 1")
+
+
+class Int8GateError(VdmError):
+    """No int8 network made the same videos as fp32: nothing was written (exit 1, as a parity failure)."""
+
+    exit_code = 1
+
+
+class Recorder(Backend):
+    """Wraps a backend and keeps every network input it sees, one feed per video."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.device = inner, inner.device
+        self.model_config, self.diffusion_config = inner.model_config, inner.diffusion_config
+        self.feeds: list[dict[str, np.ndarray]] = []
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        for i in range(x.shape[0]):  # (1, C, T, H, W) each: the dynamic batch axis takes any size
+            feed = {"x": x[i:i + 1].cpu().numpy().copy(), "t": t[i:i + 1].cpu().numpy().astype(np.int64)}
+            if self.model_config.conditional:
+                label = y[i:i + 1] if y is not None else torch.full((1,), self.model_config.null_class)
+                feed["y"] = label.cpu().numpy().astype(np.int64)
+            self.feeds.append(feed)
+        return self.inner.predict(x, t, y)
+
+
+def record_calibration(reference: VideoGenerator, options: Int8Options) -> list[dict[str, np.ndarray]]:
+    """The network inputs of the default sampler's every step on `calibration_videos` videos."""
+    recorder = Recorder(reference.backend)
+    VideoGenerator(backend=recorder).generate(options.calibration_videos, seed=options.calibration_seed)
+    return recorder.feeds
+
+
+def quality_gate(candidate: torch.Tensor, reference: torch.Tensor, options: Int8Options) -> dict:
+    """Compare final videos (N, C, T, H, W) with fp32's: PSNR, and each property score's change."""
+    psnr = video_psnr(candidate, reference)
+    int8_scores, fp32_scores = score_videos(candidate).property_scores, score_videos(reference).property_scores
+    change = max(abs(int8_scores[p] - fp32_scores[p]) for p in fp32_scores)
+    return {"psnr_db": psnr, "min_psnr_db": options.min_psnr_db, "property_scores": int8_scores,
+            "fp32_property_scores": fp32_scores, "max_score_change": change,
+            "allowed_score_change": options.max_score_change,
+            "passed": psnr >= options.min_psnr_db and change <= options.max_score_change}
+
+
+def fallback_plans(levels: dict[str, int]) -> list[list[str]]:
+    """The convolutions to keep in fp32, attempt by attempt: none, then level 0, then levels 0-1, ..."""
+    plans = [[]]
+    for top in sorted(set(levels.values())):
+        plans.append([name for name, level in levels.items() if level <= top])
+    return plans
+
+
+def export_int8(checkpoint: Path, bundle_dir: Path, options: Int8Options, log=print) -> dict:
+    """Add an int8 network, made from the bundle's fp32 one and passing the gate; returns its entry."""
+    import onnx
+
+    from vdm.checkpoint import file_sha256
+    from vdm.export.int8 import conv_levels, import_nncf, quantize_network
+
+    import_nncf()  # say what to install before any work
+    bundle = read_bundle(bundle_dir)
+    if bundle.manifest["source"]["sha256"] != file_sha256(checkpoint):
+        raise VdmError(f"bundle {bundle_dir} was exported from another checkpoint than {checkpoint}; "
+                       "export its fp32 network from this one first")
+    fp32_path = bundle.file("fp32")
+    reference = VideoGenerator(checkpoint, backend="torch", device="cpu", precision="fp32")
+    feeds = record_calibration(reference, options)
+    log(f"calibration: {len(feeds)} network calls ({options.calibration_videos} videos x {DEFAULT_SAMPLER} "
+        f"{DEFAULT_STEPS} steps, seed {options.calibration_seed})")
+    fp32_videos = reference.generate(options.gate_videos, seed=options.gate_seed)
+    levels = conv_levels(onnx.load(str(fp32_path)), feeds[0], bundle.model_config.size)
+    for stale in remove_stale(bundle.root, ".export-*", "export"):
+        log(f"removed {stale.name}, left by an interrupted export")
+    staging = Path(tempfile.mkdtemp(prefix=writer_prefix("", "export"), dir=bundle.root))
+    try:
+        for keep in fallback_plans(levels):
+            quantization = quantize_network(fp32_path, staging / network_file("int8"), feeds, keep)
+            entry = int8_entry(bundle.network("fp32"), staging, quantization, len(feeds), options)
+            write_manifest(staging, {**bundle.manifest, "networks": {"int8": entry}})
+            candidate = VideoGenerator(staging, backend="openvino", precision="int8")
+            gate = quality_gate(candidate.generate(options.gate_videos, seed=options.gate_seed), fp32_videos, options)
+            levels_kept = sorted({levels[name] for name in keep})
+            log(f"int8 with {quantization['quantized_convs']} convolutions quantized (fp32 levels: "
+                f"{levels_kept or 'none'}): final videos {gate['psnr_db']:.1f} dB against fp32 (gate "
+                f"{options.min_psnr_db:g}), largest score change {gate['max_score_change']:.3f} (gate "
+                f"{options.max_score_change:g}): {'passed' if gate['passed'] else 'failed'}")
+            if gate["passed"]:
+                entry["parity"] = {"rel_error": None, "passed": True, "gate": gate}
+                return publish(bundle_dir, staging, entry)
+        raise Int8GateError(f"no int8 network passed the quality gate, even with every level but the "
+                            f"middle in fp32; nothing was written to {bundle_dir}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def int8_entry(fp32_entry: dict, folder: Path, quantization: dict, samples: int, options: Int8Options) -> dict:
+    """The manifest entry of the int8 network in `folder`: the fp32 entry's I/O, and how it was made."""
+    name = network_file("int8")
+    return {
+        **{k: fp32_entry[k] for k in ("inputs", "outputs", "shapes", "opset", "exporter")},
+        "file": name, "external_data": None, "files": {name: file_record(folder / name)}, "precision": "int8",
+        "parity": {"rel_error": None, "passed": False},
+        "calibration": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "videos": options.calibration_videos,
+                        "seed": options.calibration_seed, "network_calls": samples},
+        "quantization": quantization, "gate_options": dataclasses.asdict(options),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def publish(bundle_dir: Path, staging: Path, entry: dict) -> dict:
+    """Move the int8 network into the bundle, then replace the manifest (re-read: the latest wins)."""
+    manifest = read_bundle(bundle_dir).manifest
+    os.replace(staging / entry["file"], Path(bundle_dir) / entry["file"])
+    manifest["networks"]["int8"] = entry
+    write_manifest(bundle_dir, manifest)
+    return entry
