@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vdm.config import DiffusionConfig
-from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, linear_betas, q_sample,
-                           split_prediction, training_loss, v_target)
+from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, linear_betas, min_snr_weight,
+                           q_sample, split_prediction, training_loss, v_target)
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -194,3 +194,26 @@ def test_ddpm_last_step_returns_x0_exactly(consistent_step):
     x_t, x0, _, abar_t, _ = consistent_step
     out = ddpm_step(x_t, x0, abar_t, 1.0, randn(*x_t.shape, seed=9))
     assert torch.equal(out, x0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Min-SNR-gamma loss weighting
+
+
+def test_min_snr_weight_caps_the_snr_at_gamma_for_each_target():
+    abar = torch.tensor([0.5, 0.9, 0.999])  # SNR 1, 9, 999
+    snr = abar / (1 - abar)
+    torch.testing.assert_close(min_snr_weight(abar, 5.0, "epsilon"), snr.clamp(max=5) / snr)
+    torch.testing.assert_close(min_snr_weight(abar, 5.0, "v"), snr.clamp(max=5) / (snr + 1))
+    assert min_snr_weight(abar, 5.0, "v")[0] == pytest.approx(0.5)  # SNR 1 < gamma: v's weight SNR / (SNR + 1)
+
+
+def test_min_snr_weighted_loss_weights_each_clip_by_its_timestep():
+    s = schedule()
+    x0, noise = randn(2, 3, 2, 4, 4, seed=1), randn(2, 3, 2, 4, 4, seed=2)
+    t = torch.tensor([50, 900])
+    out = randn(2, 3, 2, 4, 4, seed=3)
+    abar = torch.from_numpy(s.alphas_cumprod[t.numpy()]).float()
+    per_clip = torch.stack([training_loss(out[i:i + 1], x0[i:i + 1], noise[i:i + 1], t[i:i + 1], s) for i in range(2)])
+    expected = (per_clip * min_snr_weight(abar, 5.0, s.prediction)).mean()
+    torch.testing.assert_close(training_loss(out, x0, noise, t, s, min_snr_gamma=5.0), expected, rtol=1e-5, atol=0)

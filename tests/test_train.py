@@ -491,3 +491,29 @@ def test_vdm_train_on_a_folder_of_real_videos_skips_the_corrupt_one(tmp_path, ti
                            "--frames", 4, "--size", 8, "--out", out, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert (out / "checkpoints" / "latest.safetensors").is_file()
+
+
+def test_the_cosine_learning_rate_warms_up_then_falls_to_zero_at_the_last_step():
+    from vdm.train import lr_at
+
+    assert lr_at(0, 1e-3, 10, "cosine", 110) == pytest.approx(1e-4)  # warm-up as the constant schedule
+    assert lr_at(10, 1e-3, 10, "cosine", 110) == pytest.approx(1e-3)
+    assert lr_at(60, 1e-3, 10, "cosine", 110) == pytest.approx(5e-4)
+    assert lr_at(110, 1e-3, 10, "cosine", 110) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(60, 1e-3, 10, "constant", 110) == 1e-3
+
+
+def test_vdm_train_takes_the_lr_schedule_and_min_snr_weighting(tmp_path, tiny_toml):
+    out = tmp_path / "run"
+    result = train_cli("--config", tiny_toml, "--steps", 2, "--batch-size", 2, "--out", out, "--device", "cpu",
+                       "--lr-schedule", "cosine", "--min-snr-gamma", 5)
+    assert result.exit_code == 0, result.output
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert train["lr_schedule"] == "cosine" and train["min_snr_gamma"] == 5.0
+
+
+@pytest.mark.parametrize("flags, message", [(("--min-snr-gamma", 0), "min_snr_gamma must be positive, got 0.0"),
+                                            (("--lr-schedule", "linear"), "Invalid value for '--lr-schedule'")])
+def test_vdm_train_refuses_a_bad_schedule_or_gamma(tmp_path, tiny_toml, flags, message):
+    result = train_cli("--config", tiny_toml, *flags, "--out", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code == 2 and message in result.output

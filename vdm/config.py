@@ -17,6 +17,7 @@ from vdm.errors import VdmError
 NormKind = Literal["group", "batch"]
 ScheduleKind = Literal["linear", "cosine"]
 PredictionKind = Literal["epsilon", "v"]
+LrScheduleKind = Literal["constant", "cosine"]
 MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
 
 
@@ -128,6 +129,8 @@ class TrainConfig:
     lr: float = 3e-4  # peak AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     warmup_steps: int = 100  # linear learning-rate warm-up
+    lr_schedule: LrScheduleKind = "constant"  # after warm-up: constant, or cosine decay to 0 at `steps`
+    min_snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (5 is the paper's); None: the plain loss
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.995  # EMA of the weights (what checkpoints and samples use)
     data: str = "synthetic"  # 'synthetic' or a folder of videos
@@ -159,6 +162,10 @@ class TrainConfig:
         if self.memory_format not in get_args(MemoryFormatKind):
             raise VdmError(f"memory_format must be one of {', '.join(get_args(MemoryFormatKind))}, "
                            f"got {self.memory_format!r}")
+        if self.lr_schedule not in get_args(LrScheduleKind):
+            raise VdmError(f"lr_schedule must be one of {', '.join(get_args(LrScheduleKind))}, got {self.lr_schedule!r}")
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise VdmError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

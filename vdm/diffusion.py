@@ -83,16 +83,37 @@ def v_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch
     return abar.sqrt() * noise - (1 - abar).sqrt() * x0
 
 
+def min_snr_weight(abar: torch.Tensor, gamma: float, prediction: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023): each timestep's loss as if it were x0's MSE
+    weighted by min(SNR, gamma), so the easy low-noise steps stop dominating training.
+
+    SNR = abar / (1 - abar); epsilon targets take min(SNR, gamma) / SNR, v targets min(SNR, gamma) / (SNR + 1).
+    """
+    snr = abar / (1 - abar)
+    clipped = snr.clamp(max=gamma)
+    if prediction == "epsilon":
+        return clipped / snr
+    elif prediction == "v":
+        return clipped / (snr + 1)
+    else:
+        raise ValueError(f"unknown prediction {prediction!r}")
+
+
 def training_loss(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                  schedule: Schedule) -> torch.Tensor:
-    """Mean squared error against the prediction target (the simple DDPM loss)."""
+                  schedule: Schedule, min_snr_gamma: float | None = None) -> torch.Tensor:
+    """Mean squared error against the prediction target: the simple DDPM loss, or with
+    min_snr_gamma each clip's error weighted by min_snr_weight."""
+    abar = gather(schedule.alphas_cumprod, t, x0.ndim)  # (B, 1, 1, 1, 1)
     if schedule.prediction == "epsilon":
         target = noise
     elif schedule.prediction == "v":
-        target = v_target(x0, noise, gather(schedule.alphas_cumprod, t, x0.ndim))
+        target = v_target(x0, noise, abar)
     else:
         raise ValueError(f"unknown prediction {schedule.prediction!r}")
-    return torch.mean((model_output.float() - target) ** 2)
+    error = (model_output.float() - target) ** 2
+    if min_snr_gamma is None:
+        return torch.mean(error)
+    return torch.mean(error * min_snr_weight(abar, min_snr_gamma, schedule.prediction))
 
 
 def split_prediction(model_output: torch.Tensor, x_t: torch.Tensor, abar_t: float,

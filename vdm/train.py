@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import math
 import time
 from pathlib import Path
 
@@ -67,9 +68,16 @@ AUTO_MEMORY_FORMAT = {"cpu": "channels_last_3d", "cuda": "contiguous"}
 AUTO_WORKERS = {"cpu": 0, "cuda": 4}
 
 
-def lr_at(step: int, peak: float, warmup_steps: int) -> float:
-    """Linear warm-up to the peak, then constant."""
-    return peak * min(1.0, (step + 1) / max(1, warmup_steps))
+def lr_at(step: int, peak: float, warmup_steps: int, schedule: str = "constant", total_steps: int = 1) -> float:
+    """Linear warm-up to the peak, then constant, or (cosine) down to 0 at total_steps."""
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    if schedule == "constant" or step < warmup_steps:
+        return peak * warm
+    elif schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    else:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
 def step_seed(seed: int, step: int, *stream: int) -> int:
@@ -299,7 +307,7 @@ class Trainer:
         x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod).contiguous(memory_format=self.memory_format)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             out = self.network(x_t, t, y)
-        return training_loss(out, x0, noise, t, self.schedule)
+        return training_loss(out, x0, noise, t, self.schedule, self.train_cfg.min_snr_gamma)
 
     def gradient_sync(self, last: bool):
         """DDP all-reduces the gradients after the last micro-batch only."""
@@ -310,7 +318,7 @@ class Trainer:
         on the device (reading them waits for it)."""
         tc = self.train_cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, tc.lr, tc.warmup_steps)
+            group["lr"] = lr_at(self.step, tc.lr, tc.warmup_steps, tc.lr_schedule, tc.steps)
         waited = time.perf_counter()
         x0, y = self.batches.get(self.step)  # (b, C, T, H, W), (b,) or None
         self.data_seconds += time.perf_counter() - waited
@@ -452,6 +460,9 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--size", type=int, help="Frame size (H = W).")
 @click.option("--lr", type=float, help="Peak learning rate.")
 @click.option("--ema-decay", type=float, help="Decay of the EMA weights that checkpoints hold (0.999 averages ~1000 steps).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]),
+              help="After warm-up: constant, or cosine decay to 0 at --steps.  [default: constant]")
+@click.option("--min-snr-gamma", type=float, help="Min-SNR-gamma loss weighting (5 is the paper's).  [default: off]")
 @click.option("--sample-every", type=int, help="Steps between sample videos.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/PRESET]")
@@ -470,7 +481,8 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--seed", type=int, help="Seeds weights, data and noise.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, sample_every,
+def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, lr_schedule,
+         min_snr_gamma, sample_every,
          checkpoint_every, out, resume, overwrite, init_from, device, workers, compile_network, seed, debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos.
 
@@ -481,7 +493,7 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
     ranks = ranks_from_env()
     settings = build_preset(preset, config, dict(
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
-        lr=lr, ema_decay=ema_decay, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
+        lr=lr, ema_decay=ema_decay, lr_schedule=lr_schedule, min_snr_gamma=min_snr_gamma, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
         init_from=init_from, workers=workers, compile=compile_network))
     tc = settings.train
     check_batch_split(tc, ranks)  # a flag mistake is refused before any process group starts
