@@ -102,7 +102,10 @@ class OpenVINOBackend(BundleBackend):
         self.requested_precision, self.reason = choose_precision(precision, capabilities)
         # One cache folder per requested precision: OpenVINO 2026.4's cache key ignores a bf16 hint on
         # an AVX-512 CPU without bf16 units, and loading the fp32 blob under that hint computed NaN.
-        self.cache_dir = enable_cache(core, bundle.root / CACHE_NAME / self.requested_precision)
+        # And per network file content: OpenVINO keys its cache on the model's path, and a re-export
+        # writes another network at the same path.
+        content = self.network["files"][self.network["file"]]["sha256"][:16]
+        self.cache_dir = enable_cache(core, bundle.root / CACHE_NAME / f"{self.requested_precision}-{content}")
         path = bundle.file(network)  # checked against the manifest's checksum
         self.compiled = self._compile(core, path, threads)
         computed = compiled_precision(self.compiled)

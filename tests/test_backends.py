@@ -92,9 +92,9 @@ def test_options_of_another_backend_are_refused_naming_who_takes_them():
         "cuda_graph": False, "threads": 2}
 
 
-@pytest.mark.parametrize("flag", ["--compile", "--provider", "--cuda-graph", "--threads"])
-def test_vdm_run_offers_every_declared_option_as_a_flag(flag):
-    assert flag in CliRunner().invoke(run_main, ["--help"]).output
+@pytest.mark.parametrize("option", [option for option, _ in all_options().values()], ids=lambda o: o.flag)
+def test_vdm_run_offers_every_declared_option_as_a_flag(option):
+    assert option.flag in CliRunner().invoke(run_main, ["--help"]).output
 
 
 def test_vdm_run_refuses_a_flag_for_another_backend_before_loading(tmp_path):

@@ -325,3 +325,18 @@ def test_vdm_train_refuses_a_negative_seed(tmp_path):
     line = one_error_line(invoke(vdm.train.main, "--seed", -1, "--out", tmp_path / "run", "--device", "cpu"))
     assert line == "error: seed must be >= 0, got -1"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_file_system_refusal_is_one_line_not_a_traceback(tiny_checkpoint, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    line = one_error_line(invoke(run_main, tiny_checkpoint, "--steps", 1, "-n", 1, "--out", tmp_path / "afile" / "v"))
+    assert "afile" in line
+
+
+def test_vdm_export_refuses_int8_with_static_shapes_or_a_small_max_batch_before_exporting(tiny_checkpoint, tmp_path):
+    for flags in (("--static",), ("--max-batch", 4)):
+        line = one_error_line(invoke(export_main, tiny_checkpoint, "--out", tmp_path / "b", "--int8", *flags))
+        assert "--int8 calibrates at batch 1 and gates 8 videos in one batch" in line
+    line = one_error_line(invoke(export_main, tiny_checkpoint, "--out", tmp_path / "b", "--calibration-videos", 4))
+    assert "--calibration-videos only applies with --int8" in line
+    assert not (tmp_path / "b").exists()

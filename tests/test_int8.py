@@ -125,7 +125,7 @@ def test_a_network_that_fails_the_gate_is_not_written_and_the_export_exits_1(int
 
 def test_levels_go_back_to_fp32_full_resolution_first():
     levels = {"a": 0, "b": 1, "c": 0, "d": 2}
-    assert fallback_plans(levels) == [[], ["a", "c"], ["a", "b", "c"], ["a", "b", "c", "d"]]
+    assert fallback_plans(levels) == [[], ["a", "c"], ["a", "b", "c"]]  # never all: that quantizes nothing
 
 
 def test_int8_with_fp16_is_refused_before_any_work(tiny_checkpoint, tmp_path):
@@ -149,3 +149,11 @@ def test_calibration_records_every_network_call_of_the_default_sampler(tiny_chec
     assert len(feeds) == 2 * 6 and sorted({int(f["t"][0]) for f in feeds}, reverse=True) == \
         reference.check_request(1)[1].timesteps
     assert all(f["x"].shape == (1, 3, 4, 8, 8) and torch.isfinite(torch.from_numpy(f["x"])).all() for f in feeds)
+
+
+def test_a_conditional_models_calibration_covers_its_classes_and_the_null_class(tiny_conditional_checkpoint):
+    from vdm.int8 import record_calibration
+
+    reference = VideoGenerator(tiny_conditional_checkpoint, backend="torch", device="cpu")
+    feeds = record_calibration(reference, Int8Options(calibration_videos=4, gate_videos=1))
+    assert len(feeds) == 4 * 6 and sorted({int(f["y"][0]) for f in feeds}) == [0, 1, 2, 3]  # 3: the null class

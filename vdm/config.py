@@ -142,7 +142,7 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl lines
     sample_every: int = 500  # steps between sample videos (0 = only at the end)
     checkpoint_every: int = 250  # steps between checkpoints
-    sample_steps: int = 6  # steps of the sample videos, with vdm-run's default sampler (UniPC)
+    sample_steps: int | None = None  # steps of the sample videos (vdm-run's default sampler); None: its default
     num_samples: int = 4  # videos in each sample grid
     workers: int | None = None  # DataLoader processes per training process; None: per device (vdm.train.AUTO_WORKERS)
     compile: bool = False  # torch.compile the network (the first steps compile: minutes)
@@ -151,7 +151,7 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "sample_steps",
                      "num_samples"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise VdmError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sample_every < 0 or self.warmup_steps < 0:
             raise VdmError("sample_every and warmup_steps must be >= 0")

@@ -35,6 +35,11 @@ def cli_errors(fn):
                 raise
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
+        except OSError as e:  # the file system said no (permissions, a full disk, a name taken): one line too
+            if debug:
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

@@ -70,9 +70,16 @@ class Recorder(Backend):
 
 
 def record_calibration(reference: VideoGenerator, options: Int8Options) -> list[dict[str, np.ndarray]]:
-    """The network inputs of the default sampler's every step on `calibration_videos` videos."""
+    """The network inputs of the default sampler's every step on `calibration_videos` videos; a
+    class-conditional model's videos are shared out over its classes and the null class."""
     recorder = Recorder(reference.backend)
-    VideoGenerator(backend=recorder).generate(options.calibration_videos, seed=options.calibration_seed)
+    cfg = reference.model_config
+    labels = [*range(cfg.num_classes), None] if cfg.conditional else [None]
+    per_label = -(-options.calibration_videos // len(labels))
+    for i, label in enumerate(labels):
+        count = min(per_label, options.calibration_videos - i * per_label)
+        if count > 0:
+            VideoGenerator(backend=recorder).generate(count, seed=options.calibration_seed + i, class_label=label)
     return recorder.feeds
 
 
@@ -88,9 +95,10 @@ def quality_gate(candidate: torch.Tensor, reference: torch.Tensor, options: Int8
 
 
 def fallback_plans(levels: dict[str, int]) -> list[list[str]]:
-    """The convolutions to keep in fp32, attempt by attempt: none, then level 0, then levels 0-1, ..."""
+    """The convolutions to keep in fp32, attempt by attempt: none, then level 0, then levels 0-1, ...
+    up to all but the deepest level (keeping that too would quantize nothing)."""
     plans = [[]]
-    for top in sorted(set(levels.values())):
+    for top in sorted(set(levels.values()))[:-1]:
         plans.append([name for name, level in levels.items() if level <= top])
     return plans
 
@@ -133,7 +141,7 @@ def export_int8(checkpoint: Path, bundle_dir: Path, options: Int8Options, log=pr
                 entry["parity"] = {"rel_error": None, "passed": True, "gate": gate}
                 return publish(bundle_dir, staging, entry)
         raise Int8GateError(f"no int8 network passed the quality gate, even with every level but the "
-                            f"middle in fp32; nothing was written to {bundle_dir}")
+                            f"deepest in fp32; nothing was written to {bundle_dir}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -75,9 +75,13 @@ def spaced_timesteps(alphas_cumprod: np.ndarray, num_steps: int, spacing: Spacin
     if spacing == "linspace":
         ts = np.linspace(total - 1, 0, num_steps).round()
     elif spacing == "leading":
+        if num_steps == 1:
+            raise VdmError("leading spacing with 1 step calls the network at t=0 only, on pure noise; "
+                           "use linspace or trailing")
         ts = (np.arange(num_steps) * (total // num_steps))[::-1]
     elif spacing == "trailing":
-        ts = np.round(np.arange(total, 0, -total / num_steps)) - 1
+        # Integer arithmetic first: np.arange with a float step overshot to n + 1 values for 62 n.
+        ts = np.round(total - np.arange(num_steps) * total / num_steps) - 1
     elif spacing == "logsnr":
         lambdas = lambda_table(alphas_cumprod)
         ts = nearest_timesteps(lambdas, np.linspace(lambdas[-1], lambdas[0], num_steps))
@@ -111,7 +115,7 @@ def karras_timesteps(alphas_cumprod: np.ndarray, num_steps: int) -> np.ndarray:
         return np.array([len(alphas_cumprod) - 1])
     sigma_min = math.exp(-lambdas[0])
     sigma_max = min(KARRAS_SIGMA_MAX, math.exp(-lambdas[-2]))
-    ramp = np.linspace(0, 1, num_steps - 1)
+    ramp = np.linspace(0, 1, num_steps - 1) if num_steps > 2 else np.ones(1)  # 2 steps: T-1, then sigma_min
     inv_rho = 1 / KARRAS_RHO
     sigmas = (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** KARRAS_RHO
     return nearest_timesteps(lambdas, np.concatenate([lambdas[-1:], -np.log(sigmas)]))

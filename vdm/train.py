@@ -29,6 +29,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import get_args
 
 import click
 import numpy as np
@@ -39,7 +40,7 @@ from tqdm import tqdm
 from vdm.atomic import atomic_write_text
 from vdm.batches import StepBatches, local_batch_size
 from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_checkpoint, save_torch_atomic
-from vdm.config import (DiffusionConfig, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
+from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
 from vdm.diffusion import Schedule, q_sample, training_loss
@@ -47,6 +48,7 @@ from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
 from vdm.errors import TrainingDiverged, VdmError, cli_errors
+from vdm.samplers import DEFAULT_STEPS
 from vdm.schema import NON_NEGATIVE_INT, OBJECT, POSITIVE_INT, optional, validate
 from vdm.unet import Unet3D, count_parameters
 
@@ -362,7 +364,7 @@ class Trainer:
             backend = TorchBackend(copy.deepcopy(self.ema), self.cfg.diffusion, self.device)
             label = 0 if self.cfg.model.conditional else None
             videos = VideoGenerator(backend=backend).generate(
-                tc.num_samples, num_steps=min(tc.sample_steps, self.cfg.diffusion.num_timesteps),
+                tc.num_samples, num_steps=min(tc.sample_steps or DEFAULT_STEPS, self.cfg.diffusion.num_timesteps),
                 seed=tc.seed, class_label=label).cpu()
             folder = self.out / "samples" / f"step_{self.step:06d}"
             write_videos(folder, videos)  # a fresh folder per step
@@ -460,7 +462,7 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--size", type=int, help="Frame size (H = W).")
 @click.option("--lr", type=float, help="Peak learning rate.")
 @click.option("--ema-decay", type=float, help="Decay of the EMA weights that checkpoints hold (0.999 averages ~1000 steps).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]),
+@click.option("--lr-schedule", type=click.Choice(get_args(LrScheduleKind)),
               help="After warm-up: constant, or cosine decay to 0 at --steps.  [default: constant]")
 @click.option("--min-snr-gamma", type=float, help="Min-SNR-gamma loss weighting (5 is the paper's).  [default: off]")
 @click.option("--sample-every", type=int, help="Steps between sample videos.")

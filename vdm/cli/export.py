@@ -26,12 +26,12 @@ from vdm.errors import VdmError, cli_errors
 @click.option("--int8", is_flag=True,
               help="Also an int8 network (unet.int8.onnx), calibrated on sampling trajectories and published only "
                    "if its videos pass the quality gate (needs NNCF and OpenVINO).")
-@click.option("--calibration-videos", default=16, show_default=True, type=int,
-              help="Videos whose every sampling step calibrates --int8.")
+@click.option("--calibration-videos", type=int,
+              help="Videos whose every sampling step calibrates --int8.  [default: 16]")
 @click.option("--tensorrt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and a GPU).")
 @click.option("--min-shape", help="TensorRT profile minimum as BATCHxFRAMES, e.g. 1x8 (default: manifest).")
 @click.option("--opt-shape", help="TensorRT profile optimum as BATCHxFRAMES (default: the sample input).")
-@click.option("--max-shape", help="TensorRT profile maximum as BATCHxFRAMES (default: 2 x batch, frames).")
+@click.option("--max-shape", help="TensorRT profile maximum as BATCHxFRAMES (default: batch max(2 x opt, 8), opt frames).")
 @click.option("--workspace-gb", default=8.0, show_default=True, type=float, help="TensorRT workspace limit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
@@ -43,6 +43,8 @@ def main(checkpoint, out, fp16, opset, batch, frames, size, static, max_batch, m
     if (min_shape or opt_shape or max_shape) and not tensorrt:
         raise VdmError("--min-shape/--opt-shape/--max-shape only apply with --tensorrt")
     precision = "fp16" if fp16 else "fp32"
+    if calibration_videos is not None and not int8:
+        raise VdmError("--calibration-videos only applies with --int8")
     if int8:
         from vdm.export.int8 import import_nncf
         from vdm.int8 import Int8Options
@@ -50,8 +52,11 @@ def main(checkpoint, out, fp16, opset, batch, frames, size, static, max_batch, m
         if fp16:
             raise VdmError("--int8 is made from the fp32 network: run `vdm-export --int8` and `vdm-export --fp16` "
                            "as two commands")
+        int8_options = Int8Options() if calibration_videos is None else Int8Options(calibration_videos=calibration_videos)
+        if static or max_batch < int8_options.gate_videos:
+            raise VdmError(f"--int8 calibrates at batch 1 and gates {int8_options.gate_videos} videos in one batch: "
+                           f"export without --static, with --max-batch {int8_options.gate_videos} or more")
         import_nncf()  # fail before the (slow) ONNX export
-        int8_options = Int8Options(calibration_videos=calibration_videos)
     if tensorrt:
         from vdm.export.tensorrt_build import EngineOptions, require_tensorrt
 
