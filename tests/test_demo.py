@@ -35,3 +35,38 @@ def test_onnxruntime_demo_is_exported_on_first_use_then_reused(tmp_path, monkeyp
     assert second.exit_code == 0, second.output
     assert "reusing the exported bundle" in second.output
     assert (tmp_path / "b" / "sample_000.mp4").is_file()
+
+
+def test_frames_sheet_marks_real_clips_passing_and_a_recoloured_one_failing():
+    import numpy as np
+
+    from vdm.data import SyntheticShapes
+    from vdm.demo.frames import BAR, FAIL_COLOR, GAP, PASS_COLOR, SCALE, SWATCH, frames_sheet
+
+    data = SyntheticShapes(8, 32, seed=0)
+    clips = data.batch(0, 2).numpy()  # (2, 3, T, H, W)
+    broken = clips[0].copy()
+    broken[:, 4:] = broken[[1, 2, 0], 4:]  # from frame 4 on, every shape takes another colour
+    sheet, reports = frames_sheet(np.stack([clips[0], clips[1], broken]))
+    row_height = 32 * SCALE
+    bars = [tuple(sheet[i * (row_height + GAP) + row_height // 2, BAR // 2]) for i in range(3)]
+    assert bars == [PASS_COLOR, PASS_COLOR, FAIL_COLOR]
+    assert [r.passed for r in reports] == [True, True, False]
+    first_swatch = sheet[row_height // 2, sheet.shape[1] - 6 * SWATCH + 1]
+    assert tuple(first_swatch) == tuple(reports[0].colors[0])
+    assert {tr.color for tr in data.tracks(0)} == set(reports[0].colors)
+
+
+def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_checkpoint):
+    from PIL import Image
+
+    from vdm.demo.frames import GAP, SCALE, main as frames_main
+
+    out = tmp_path / "frames.png"
+    result = CliRunner().invoke(frames_main, [str(tiny_checkpoint), "--videos", "1", "--real", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 training clips, then 1 videos" in result.output
+    size = read_checkpoint(tiny_checkpoint)[1].size
+    assert Image.open(out).size[1] == 2 * size * SCALE + GAP  # two rows of frames, one gap between
+    missing = CliRunner().invoke(frames_main, [str(tiny_checkpoint), "--out", str(tmp_path / "no" / "f.png")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -95,14 +95,16 @@ def test_conditional_model_exports_a_class_input(tmp_path, save_tiny_checkpoint)
     assert net["parity"]["passed"]
 
 
-def test_joint_attention_model_exports_with_parity_and_dynamic_frames(tmp_path, save_tiny_checkpoint):
+@pytest.mark.parametrize("attention", [dict(joint_attention_levels=(1,)), dict(temporal_attention_levels=(0, 1))],
+                         ids=["joint", "temporal"])
+def test_attention_variants_export_with_parity_and_dynamic_frames(tmp_path, save_tiny_checkpoint, attention):
     import onnxruntime as ort
 
-    ckpt = save_tiny_checkpoint(tmp_path / "j.safetensors", _tiny_model_config(joint_attention_levels=(1,)))
+    ckpt = save_tiny_checkpoint(tmp_path / "j.safetensors", _tiny_model_config(**attention))
     export_bundle(ckpt, tmp_path / "b", ExportOptions(exporter="torchscript"), log=quiet)
     assert read_bundle(tmp_path / "b").network("fp32")["parity"]["passed"]
     session = ort.InferenceSession(str(tmp_path / "b" / "unet.onnx"), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((2, 3, 6, 8, 8)).astype(np.float32)  # T=6: joint over 6*4*4
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 8, 8)).astype(np.float32)  # T=6: not the traced length
     t = np.array([1, 700], dtype=np.int64)
     model, _, _ = load_model(ckpt)
     with torch.no_grad():

@@ -11,7 +11,7 @@ from conftest import perturb_zero_init
 
 from vdm.config import ModelConfig, presets
 from vdm.errors import VdmError
-from vdm.unet import JointAttention, KeepFloat32, Unet3D
+from vdm.unet import JointAttention, KeepFloat32, RelativeFrameBias, TemporalAttention, Unet3D
 
 
 def tiny_video(cfg: ModelConfig, batch: int = 1, frames: int | None = None, size: int | None = None,
@@ -115,6 +115,40 @@ def test_joint_attention_is_one_softmax_over_all_frames_and_positions():
 def test_joint_attention_starts_as_the_identity():
     x = torch.randn(2, 8, 4, 4, 4)
     assert torch.equal(JointAttention(8, 2, 4)(x), x)
+
+
+def test_temporal_attention_starts_as_the_identity_and_grafts_onto_a_model(tiny_model_config, make_tiny_unet):
+    x = torch.randn(2, 8, 4, 4, 4)
+    assert torch.equal(TemporalAttention(8, 2, 4)(x), x)
+    plain = make_tiny_unet(tiny_model_config)
+    grafted = Unet3D(dataclasses.replace(tiny_model_config, temporal_attention_levels=(0, 1)))
+    missing, unexpected = grafted.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".temporals." in name for name in missing)
+    video = tiny_video(tiny_model_config, frames=6)
+    with torch.no_grad():
+        torch.testing.assert_close(grafted(video, timesteps(2)), plain(video, timesteps(2)))
+
+
+def test_temporal_attention_is_a_softmax_across_frames_with_a_bias_by_frame_offset():
+    # Reference: at each of the H*W positions, attend over its 5 frames with an explicit softmax plus
+    # table[offset]; attention within a frame, or without the bias, would give something else.
+    torch.manual_seed(0)
+    temporal = perturb_zero_init(TemporalAttention(8, 2, 4))
+    with torch.no_grad():
+        temporal.frame_bias.table.normal_()
+    x = torch.randn(1, 8, 5, 3, 3)  # (B, C, T, H, W)
+    tokens = temporal.norm(x).permute(0, 3, 4, 2, 1).reshape(9, 5, 8)  # (H*W, T, C)
+    q, k, v = (part.reshape(9, 5, 2, 4).transpose(1, 2) for part in temporal.qkv(tokens).chunk(3, dim=-1))
+    offsets = torch.arange(5)[None, :] - torch.arange(5)[:, None]  # key frame - query frame
+    bias = temporal.frame_bias.table[:, offsets + RelativeFrameBias.MAX_OFFSET]  # (heads, T, T)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 2.0 + bias, dim=-1)  # sqrt(d) = 2
+    h = temporal.out((weights @ v).transpose(1, 2).reshape(9, 5, 8))
+    expected = x + h.reshape(1, 3, 3, 5, 8).permute(0, 4, 3, 1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(temporal(x), expected.detach(), rtol=1e-5, atol=1e-5)
+    long_clip = temporal.frame_bias(20, x.device)  # offsets beyond MAX_OFFSET share the outermost entries
+    table = temporal.frame_bias.table
+    assert torch.equal(long_clip[:, 0, 19], table[:, -1]) and torch.equal(long_clip[:, 19, 0], table[:, 0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ class ModelConfig:
     # Levels that also get joint space-time attention (all T*H*W positions at once; the middle block
     # too when the deepest level is listed). Costs (T*H*W)^2: for the low resolutions only.
     joint_attention_levels: tuple[int, ...] = ()
+    # Levels that also get temporal-only attention with a relative frame-position bias (cheap at any
+    # resolution: each position attends over its T frames), as in Ho et al.'s Video Diffusion Models.
+    temporal_attention_levels: tuple[int, ...] = ()
     num_heads: int = 4  # attention heads; channels at each attention level must divide by it
     dropout: float = 0.0  # inside residual blocks
     norm: NormKind = "group"  # conditional GroupNorm, or the seed's conditional BatchNorm
@@ -44,6 +47,7 @@ class ModelConfig:
         self.channel_multiples = tuple(self.channel_multiples)
         self.attention_levels = tuple(self.attention_levels)
         self.joint_attention_levels = tuple(self.joint_attention_levels)
+        self.temporal_attention_levels = tuple(self.temporal_attention_levels)
         self.validate()
 
     @property
@@ -74,7 +78,7 @@ class ModelConfig:
             raise VdmError(f"norm must be 'group' or 'batch', got {self.norm!r}")
         if not self.channel_multiples:
             raise VdmError("channel_multiples must have at least one level")
-        for level in self.attention_levels + self.joint_attention_levels:
+        for level in self.attention_levels + self.joint_attention_levels + self.temporal_attention_levels:
             if not 0 <= level < self.num_levels:
                 raise VdmError(f"attention level {level} does not exist (levels 0..{self.num_levels - 1})")
         for mult in self.channel_multiples:

@@ -4,8 +4,10 @@ Encoder of residual 3D conv blocks with downsampling, a middle block with attent
 with skip connections and upsampling. Every residual block's normalization is conditional: its
 scale and shift come from the timestep (and class) embedding. Attention is factorized: spatial
 attention within each frame, then temporal attention across frames with a frame position encoding.
-Optionally (`joint_attention_levels`), low-resolution levels add joint attention over all frames
-and positions at once, so a moving object's features can reach it in every frame.
+Optionally (`temporal_attention_levels`), any level adds temporal-only attention with a relative
+frame-position bias; optionally (`joint_attention_levels`), low-resolution levels add joint
+attention over all frames and positions at once, so a moving object's features can reach it in
+every frame.
 
 Written to export: no data-dependent Python branches in forward, no einops. Reduced precision is a
 cast of the network (`cast_for_inference`), with normalization statistics, softmax, and the
@@ -102,18 +104,22 @@ class FramePositions(KeepFloat32):
         return self.proj(sinusoidal_embedding(positions, self.channels))
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Multi-head attention (N, heads, L, d) with the softmax in float32 whatever the input dtype."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention (N, heads, L, d) with the softmax in float32 whatever the input dtype.
+
+    bias: (heads, L, L) float32 added to the attention logits, or None.
+    """
     dtype = q.dtype
-    return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(dtype)
+    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias).to(dtype)
 
 
-def self_attention(tokens: torch.Tensor, qkv: nn.Linear, out: nn.Linear, num_heads: int) -> torch.Tensor:
+def self_attention(tokens: torch.Tensor, qkv: nn.Linear, out: nn.Linear, num_heads: int,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """(N, L, C) tokens -> (N, L, C): multi-head self-attention over the L tokens of each of the N rows."""
     n, length, c = tokens.shape
     q, k, v = qkv(tokens).reshape(n, length, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
     # q, k, v: (N, heads, L, C/heads)
-    h = attend(q, k, v).transpose(1, 2).reshape(n, length, c)  # (N, L, C)
+    h = attend(q, k, v, bias).transpose(1, 2).reshape(n, length, c)  # (N, L, C)
     return out(h)
 
 
@@ -147,6 +153,48 @@ class FactorizedAttention(nn.Module):
         tokens = self.temporal_norm(x).permute(0, 3, 4, 2, 1).reshape(b * hgt * wid, t, c)  # (B*H*W, T, C)
         tokens = tokens + self.frame_positions(t, x.device).to(tokens.dtype)
         h = self_attention(tokens, self.temporal_qkv, self.temporal_out, self.num_heads)
+        return x + h.reshape(b, hgt, wid, t, c).permute(0, 4, 3, 1, 2)  # (B, C, T, H, W)
+
+
+class RelativeFrameBias(KeepFloat32):
+    """A learned logit bias per head and frame offset: (T,) frames -> (heads, T, T) float32.
+
+    Offsets beyond +-MAX_OFFSET share the outermost entries, so any clip length works (and exports
+    with dynamic frames). Starts at zero: attention starts out blind to the frame order.
+    """
+
+    MAX_OFFSET = 15
+
+    def __init__(self, num_heads: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(num_heads, 2 * self.MAX_OFFSET + 1))
+
+    def forward(self, num_frames: int, device: torch.device) -> torch.Tensor:
+        frames = torch.arange(num_frames, device=device)
+        offsets = (frames[None, :] - frames[:, None]).clamp(-self.MAX_OFFSET, self.MAX_OFFSET)  # (T, T) key - query
+        return self.table[:, offsets + self.MAX_OFFSET]  # (heads, T, T)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across the frames at each position, pre-norm and residual, with a relative
+    frame-position bias (what a frame sees depends on how far away the other frame is, not on where
+    the clip starts). Cheap at any resolution: a sequence of T tokens per position. The output
+    projection starts at zero, so the block starts as the identity."""
+
+    def __init__(self, channels: int, num_heads: int, num_groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = PlainNorm(channels, num_groups)
+        self.frame_bias = RelativeFrameBias(num_heads)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, hgt, wid = x.shape
+        tokens = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * hgt * wid, t, c)  # (B*H*W, T, C)
+        h = self_attention(tokens, self.qkv, self.out, self.num_heads, self.frame_bias(t, x.device))
         return x + h.reshape(b, hgt, wid, t, c).permute(0, 4, 3, 1, 2)  # (B, C, T, H, W)
 
 
@@ -218,8 +266,8 @@ class Embedding(KeepFloat32):
 
 
 class Level(nn.Module):
-    """The residual blocks of one UNet level, each optionally followed by factorized attention and
-    then joint attention."""
+    """The residual blocks of one UNet level, each optionally followed by factorized attention,
+    temporal attention and joint attention."""
 
     def __init__(self, channels_in: list[int], out_ch: int, emb_dim: int, level: int, cfg: ModelConfig):
         super().__init__()
@@ -227,17 +275,20 @@ class Level(nn.Module):
         self.attentions = nn.ModuleList(
             FactorizedAttention(out_ch, cfg.num_heads, cfg.num_groups) if level in cfg.attention_levels
             else nn.Identity() for _ in channels_in)
-        # A separate list, so adding joint attention leaves the other weights' names as they were.
+        # Separate lists, so adding temporal or joint attention leaves the other weights' names as they were.
+        self.temporals = nn.ModuleList(
+            TemporalAttention(out_ch, cfg.num_heads, cfg.num_groups) if level in cfg.temporal_attention_levels
+            else nn.Identity() for _ in channels_in)
         self.joints = nn.ModuleList(
             JointAttention(out_ch, cfg.num_heads, cfg.num_groups) if level in cfg.joint_attention_levels
             else nn.Identity() for _ in channels_in)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, skips: list[torch.Tensor], decoder: bool) -> torch.Tensor:
         """Encoder: push each block's output onto `skips`. Decoder: pop one skip into each block."""
-        for block, attention, joint in zip(self.blocks, self.attentions, self.joints):
+        for block, attention, temporal, joint in zip(self.blocks, self.attentions, self.temporals, self.joints):
             if decoder:
                 h = torch.cat([h, skips.pop()], dim=1)
-            h = joint(attention(block(h, emb)))
+            h = joint(temporal(attention(block(h, emb))))
             if not decoder:
                 skips.append(h)
         return h
