@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vdm.config import DiffusionConfig
+from vdm.errors import VdmError
 from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, linear_betas, min_snr_weight,
                            q_sample, split_prediction, training_loss, v_target)
 
@@ -38,6 +39,25 @@ def test_betas_lie_strictly_between_zero_and_one(kind, steps):
     betas = schedule(kind, steps=steps).betas
     assert betas.shape == (steps,)
     assert (betas > 0).all() and (betas < 1).all()
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_noise_shift_divides_every_snr_by_its_square_and_keeps_betas_consistent(kind):
+    plain = schedule(kind)
+    shifted = Schedule.from_config(DiffusionConfig(schedule=kind, prediction="epsilon", noise_shift=2.0))
+    snr = lambda abar: abar / (1 - abar)  # noqa: E731
+    np.testing.assert_allclose(snr(shifted.alphas_cumprod), snr(plain.alphas_cumprod) / 4, rtol=1e-9)
+    np.testing.assert_allclose(shifted.alphas_cumprod, np.cumprod(1 - shifted.betas), rtol=1e-12)
+    assert (shifted.betas > 0).all() and (shifted.betas < 1).all()
+    assert (np.diff(shifted.alphas_cumprod) < 0).all()
+    unshifted = Schedule.from_config(DiffusionConfig(schedule=kind, prediction="epsilon", noise_shift=1.0))
+    assert np.array_equal(unshifted.betas, plain.betas)  # 1 is today's schedule, bit for bit
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.0, float("nan"), float("inf")])
+def test_noise_shift_must_be_a_positive_number(shift):
+    with pytest.raises(VdmError, match="noise_shift"):
+        DiffusionConfig(noise_shift=shift)
 
 
 @pytest.mark.parametrize("steps", [2, 10, 20])

@@ -183,3 +183,19 @@ def test_read_bundle_refuses_a_manifest_from_another_version(tmp_path, tiny_bund
     (copy / "vdm.json").write_text(json.dumps(manifest))
     with pytest.raises(VdmError, match="format 99"):
         read_bundle(copy)
+
+
+def test_a_shifted_schedule_travels_into_the_bundle_and_its_samplers(tmp_path, save_tiny_checkpoint):
+    from vdm.config import DiffusionConfig
+    from vdm.runtime.backend import load_backend
+    from vdm.runtime.sampling import sampler_for
+
+    ckpt = save_tiny_checkpoint(tmp_path / "s.safetensors", diffusion_config=DiffusionConfig(noise_shift=2.0))
+    export_bundle(ckpt, tmp_path / "b", ExportOptions(exporter="torchscript"), log=quiet)
+    assert read_bundle(tmp_path / "b").diffusion_config.noise_shift == 2.0
+    plans = [sampler_for(load_backend(name, path, "cpu"), "ddim", 4)
+             for name, path in (("torch", ckpt), ("onnxruntime", tmp_path / "b"))]
+    plain = sampler_for(load_backend("torch", save_tiny_checkpoint(tmp_path / "p.safetensors"), "cpu"), "ddim", 4)
+    assert plans[0].timesteps == plans[1].timesteps == plain.timesteps and plans[0].abars == plans[1].abars
+    snr = lambda abar: abar / (1 - abar)  # noqa: E731
+    np.testing.assert_allclose(snr(np.array(plans[0].abars[:-1])), snr(np.array(plain.abars[:-1])) / 4, rtol=1e-9)

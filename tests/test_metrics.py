@@ -129,6 +129,9 @@ def test_report_aggregates_per_property_and_serializes_to_json():
     assert set(report.property_scores) == set(report.property_pass_rates) == set(PROPERTIES)
     assert all(name in report.summary() for name in PROPERTIES) and "3/4 videos" in report.summary()
     assert json.loads(json.dumps(report.to_dict()))["videos"][3]["passed"] is False
+    real_colors = [len(v.colors) for v in report.videos[:3]]  # the black video has none
+    assert report.colors_per_video == sum(real_colors) / 4 and all(1 <= n <= 3 for n in real_colors)
+    assert f"colours found per video {sum(real_colors) / 4:.2f}" in report.summary()
 
 
 # ---------------------------------------------------------------------------------------------

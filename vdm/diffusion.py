@@ -41,6 +41,12 @@ def make_betas(schedule: str, num_timesteps: int) -> np.ndarray:
         raise ValueError(f"unknown beta schedule {schedule!r}")
 
 
+def shift_alphas_cumprod(alphas_cumprod: np.ndarray, shift: float) -> np.ndarray:
+    """alpha_bar with every SNR = abar / (1 - abar) divided by shift**2."""
+    snr = alphas_cumprod / (1.0 - alphas_cumprod) / shift**2
+    return snr / (1.0 + snr)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """The forward process, precomputed in float64 (numpy arrays, or tensors on a device: see `to`)."""
@@ -52,7 +58,11 @@ class Schedule:
     @classmethod
     def from_config(cls, cfg: DiffusionConfig) -> "Schedule":
         betas = make_betas(cfg.schedule, cfg.num_timesteps)
-        return cls(betas, np.cumprod(1.0 - betas), cfg.prediction)
+        alphas_cumprod = np.cumprod(1.0 - betas)
+        if cfg.noise_shift != 1.0:
+            alphas_cumprod = shift_alphas_cumprod(alphas_cumprod, cfg.noise_shift)
+            betas = 1.0 - alphas_cumprod / np.concatenate([[1.0], alphas_cumprod[:-1]])
+        return cls(betas, alphas_cumprod, cfg.prediction)
 
     def to(self, device: torch.device | str) -> "Schedule":
         """The same schedule as float64 tensors on `device`, so `gather` copies nothing from the host

@@ -106,23 +106,29 @@ class QualityReport:
     pass_rate: float = field(init=False)  # fraction of videos that pass every property
     property_scores: dict[str, float] = field(init=False)  # property -> mean score over videos
     property_pass_rates: dict[str, float] = field(init=False)  # property -> fraction of videos passing it
+    # Mean palette colours found per video. The data has 1-3 and a shape keeps its colour, so more
+    # means shapes that change colour (or are two colours at once): what `count` fails on most.
+    colors_per_video: float = field(init=False)
 
     def __post_init__(self):
         n = max(len(self.videos), 1)
         self.pass_rate = sum(v.passed for v in self.videos) / n
         self.property_scores = {p: sum(v.properties[p].score for v in self.videos) / n for p in PROPERTIES}
         self.property_pass_rates = {p: sum(v.properties[p].passed for v in self.videos) / n for p in PROPERTIES}
+        self.colors_per_video = sum(len(v.colors) for v in self.videos) / n
 
     def summary(self) -> str:
         passed = sum(v.passed for v in self.videos)
+        low, high = SHAPE_COUNT_RANGE
         lines = [f"pass rate {self.pass_rate:.3f} ({passed}/{len(self.videos)} videos)"]
         for p in PROPERTIES:
             lines.append(f"  {p:<7} score {self.property_scores[p]:.3f}  pass {self.property_pass_rates[p]:.3f}")
+        lines.append(f"colours found per video {self.colors_per_video:.2f} (the data has {low}-{high})")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"pass_rate": self.pass_rate, "property_scores": self.property_scores,
-                "property_pass_rates": self.property_pass_rates,
+                "property_pass_rates": self.property_pass_rates, "colors_per_video": self.colors_per_video,
                 "videos": [v.to_dict() for v in self.videos]}
 
 
