@@ -20,7 +20,8 @@ from vdm.config import DiffusionConfig, ModelConfig
 from vdm.data import PALETTE, RADIUS_RANGE, ShapeTrack, SyntheticShapes, bounce, render_tracks
 from vdm.errors import VdmError
 from vdm.cli.eval import main
-from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss, loss_timesteps
+from vdm.diffusion import Schedule
+from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss, loss_timesteps, one_step_videos
 from vdm.metrics import (
     PROPERTIES,
     area_range,
@@ -255,6 +256,22 @@ def test_held_out_loss_of_a_zero_predictor_is_the_mean_squared_noise():
     assert held_out_loss(backend, batches=2) == pytest.approx(expected, rel=1e-6)
 
 
+def test_one_step_videos_denoise_held_out_clips_at_the_nearest_snr():
+    # An epsilon model that predicts 0 returns x_t / sqrt(abar): the clip plus noise scaled by 1/sqrt(SNR).
+    backend = TorchBackend(Unet3D(TINY), DiffusionConfig(prediction="epsilon"), torch.device("cpu"))
+    abar = Schedule.from_config(backend.diffusion_config).alphas_cumprod
+    clips = SyntheticShapes(TINY.frames, TINY.size, seed=HELD_OUT_SEED).batch(0, LOSS_BATCH_SIZE)
+    noise = torch.randn(clips.shape, generator=torch.Generator().manual_seed(HELD_OUT_SEED))
+    for snr in (1e4, 0.1):
+        videos, t = one_step_videos(backend, snr, batches=1)
+        snrs = abar / (1 - abar)
+        assert abs(np.log(snrs[t] / snr)) <= np.abs(np.log(snrs / snr)).min() + 1e-12
+        expected = (clips + noise * float(np.sqrt(1 / snrs[t]))).clamp(-1, 1)
+        torch.testing.assert_close(videos, expected, rtol=1e-5, atol=1e-5)
+    assert score_videos(one_step_videos(backend, 1e4, batches=1)[0]).pass_rate == 1.0
+    assert score_videos(one_step_videos(backend, 0.1, batches=1)[0]).pass_rate == 0.0
+
+
 def test_vdm_eval_prints_the_report_and_writes_json(random_checkpoint, tmp_path):
     out = tmp_path / "eval.json"
     result = CliRunner().invoke(main, [str(random_checkpoint), "--device", "cpu", "--num-samples", "2",
@@ -266,12 +283,16 @@ def test_vdm_eval_prints_the_report_and_writes_json(random_checkpoint, tmp_path)
     assert report["pass_rate"] == 0.0 and len(report["videos"]) == 2
     assert report["video_shape"] == [3, 4, 16, 16] and report["steps"] == 2
     assert set(report["property_scores"]) == set(PROPERTIES)
-    assert report["held_out_loss"] > 0 and set(report["seconds"]) == {"load", "sample", "score", "loss"}
+    assert report["held_out_loss"] > 0 and set(report["seconds"]) == {"load", "sample", "score", "loss", "one_step"}
+    assert "one step from held-out clips at SNR 0.1" in result.output
+    assert report["one_step"]["snr"] == 0.1 and len(report["one_step"]["videos"]) == LOSS_BATCH_SIZE
 
 
 def test_vdm_eval_checks_flags_before_loading_the_model(tmp_path):
     result = CliRunner().invoke(main, [str(tmp_path / "missing.safetensors"), "--num-samples", "0"])
     assert result.exit_code == 2 and "--num-samples must be at least 1" in result.output
+    result = CliRunner().invoke(main, [str(tmp_path / "missing.safetensors"), "--one-step-snr", "-1"])
+    assert result.exit_code == 2 and "--one-step-snr must be 0" in result.output
 
 
 def test_vdm_eval_without_a_model_or_demo_says_what_to_do(monkeypatch, tmp_path):

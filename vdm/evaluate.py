@@ -6,9 +6,19 @@ Two numbers, both for models trained on the synthetic bouncing shapes (`--data s
 - the denoising loss on clips the model never saw in training: data seed HELD_OUT_SEED, fixed
   timesteps spread over the whole schedule, fixed noise. It needs only `backend.predict`, so it
   compares backends and precisions of one model as well as checkpoints of one run.
+
+And a diagnosis: the same metric on the clean videos the network predicts in one call from
+held-out clips noised to one signal-to-noise ratio (`one_step_videos`). Sampling from pure noise
+decides a video's content at high noise, from the network's own earlier guesses; from a real clip
+at the same noise, the network only has to keep what the clip says. A model that keeps a clip's
+colours there but whose sampled videos change colour fails in sampling, not in reading the clip.
 """
 from __future__ import annotations
 
+import math
+from typing import Iterator
+
+import numpy as np
 import torch
 
 from vdm.errors import VdmError
@@ -30,27 +40,59 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
                   seed: int = HELD_OUT_SEED) -> float:
     """Mean training loss (vdm.diffusion.training_loss) of `backend` over `batches` held-out batches.
 
-    Batch i: synthetic clips i*B .. i*B + B - 1 of data seed `seed` at the model's frames and size,
-    the i-th row of `loss_timesteps`, and noise from generator seed `seed + i` (drawn on the CPU, so
-    every device sees the same). A class-conditional model is asked for its unconditional prediction.
+    Batch i: the clips and noise of `held_out_batches`, at the i-th row of `loss_timesteps`. A
+    class-conditional model is asked for its unconditional prediction.
     """
-    from vdm.data import SyntheticShapes
     from vdm.diffusion import Schedule, q_sample, training_loss
 
-    cfg = backend.model_config
-    if cfg.in_channels != 3:
-        raise VdmError(f"the held-out loss uses RGB clips; this model has {cfg.in_channels} channels "
-                       f"(pass --loss-batches 0 to skip it)")
-    backend.check_shape(batch_size, cfg.frames, cfg.size, cfg.size)
     schedule = Schedule.from_config(backend.diffusion_config)
-    data = SyntheticShapes(cfg.frames, cfg.size, seed=seed)
     timesteps = loss_timesteps(schedule.num_timesteps, batches, batch_size)
-    y = torch.full((batch_size,), cfg.null_class, device=backend.device) if cfg.conditional else None
+    y = null_labels(backend, batch_size)
     losses = []
-    for i in range(batches):
-        x0 = data.batch(i, batch_size)  # (B, C, T, H, W)
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + i))
-        x0, noise, t = x0.to(backend.device), noise.to(backend.device), timesteps[i].to(backend.device)
+    for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the held-out loss")):
+        t = timesteps[i].to(backend.device)
         x_t = q_sample(x0, t, noise, schedule.alphas_cumprod)
         losses.append(training_loss(backend.predict(x_t, t, y), x0, noise, t, schedule).item())
     return sum(losses) / len(losses)
+
+
+def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int = LOSS_BATCH_SIZE,
+                    seed: int = HELD_OUT_SEED) -> tuple[torch.Tensor, int]:
+    """The clean videos (N, C, T, H, W) the network predicts in one call from the held-out clips of
+    `held_out_loss` noised to the timestep whose SNR is nearest `snr`, and that timestep."""
+    from vdm.diffusion import Schedule, q_sample, split_prediction
+
+    schedule = Schedule.from_config(backend.diffusion_config)
+    abar = schedule.alphas_cumprod
+    step = int(np.argmin(np.abs(np.log(abar / (1 - abar)) - math.log(snr))))
+    t = torch.full((batch_size,), step, device=backend.device)
+    y = null_labels(backend, batch_size)
+    videos = []
+    for x0, noise in held_out_batches(backend, batches, batch_size, seed, "the one-step check"):
+        x_t = q_sample(x0, t, noise, abar)
+        videos.append(split_prediction(backend.predict(x_t, t, y), x_t, float(abar[step]), schedule.prediction)[0])
+    return torch.cat(videos), step
+
+
+def held_out_batches(backend: Backend, batches: int, batch_size: int, seed: int,
+                     purpose: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batch i: synthetic clips i*B .. i*B + B - 1 of data seed `seed` at the model's frames and size,
+    and noise from generator seed `seed + i` (drawn on the CPU, so every device sees the same), both
+    (B, C, T, H, W) on the backend's device."""
+    from vdm.data import SyntheticShapes
+
+    cfg = backend.model_config
+    if cfg.in_channels != 3:
+        raise VdmError(f"{purpose} uses RGB clips; this model has {cfg.in_channels} channels")
+    backend.check_shape(batch_size, cfg.frames, cfg.size, cfg.size)
+    data = SyntheticShapes(cfg.frames, cfg.size, seed=seed)
+    for i in range(batches):
+        x0 = data.batch(i, batch_size)  # (B, C, T, H, W)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + i))
+        yield x0.to(backend.device), noise.to(backend.device)
+
+
+def null_labels(backend: Backend, batch_size: int) -> torch.Tensor | None:
+    """A class-conditional model's null class (its unconditional prediction), else None."""
+    cfg = backend.model_config
+    return torch.full((batch_size,), cfg.null_class, device=backend.device) if cfg.conditional else None

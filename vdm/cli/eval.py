@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -9,13 +10,15 @@ import click
 
 from vdm.cli.flags import backend_flags, pop_backend_options, sampler_flags
 from vdm.errors import VdmError, cli_errors
-from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss
+from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss, one_step_videos
 from vdm.runtime.backend import synchronize
 from vdm.samplers import SAMPLERS
 
 
-def check_flags(num_samples: int, steps: int, loss_batches: int, json_path: str | None) -> None:
+def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: float, json_path: str | None) -> None:
     """Flag mistakes, before anything loads."""
+    if not (math.isfinite(one_step_snr) and one_step_snr >= 0):
+        raise VdmError(f"--one-step-snr must be 0 (skip the check) or a positive SNR, got {one_step_snr}")
     if num_samples < 1:
         raise VdmError(f"--num-samples must be at least 1, got {num_samples}")
     if steps < 1:
@@ -34,11 +37,14 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, json_path: str 
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled videos.")
 @click.option("--loss-batches", default=4, show_default=True, type=int,
               help=f"Held-out batches of {LOSS_BATCH_SIZE} clips for the denoising loss; 0 skips it.")
+@click.option("--one-step-snr", default=0.1, show_default=True, type=float,
+              help="Also score the clean videos predicted in one call from held-out clips noised to this "
+                   "SNR (a diagnosis: does the network keep a clip's content at that noise?); 0 skips it.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full report here.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, sampler, steps, spacing, num_samples, seed, loss_batches, json_path,
-         debug, **backend_options):
+def main(model, backend, device, precision, sampler, steps, spacing, num_samples, seed, loss_batches, one_step_snr,
+         json_path, debug, **backend_options):
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
@@ -48,7 +54,7 @@ def main(model, backend, device, precision, sampler, steps, spacing, num_samples
     from vdm.metrics import score_videos
     from vdm.runtime.generator import VideoGenerator
 
-    check_flags(num_samples, steps, loss_batches, json_path)
+    check_flags(num_samples, steps, loss_batches, one_step_snr, json_path)
     options = pop_backend_options(backend, backend_options)
     if model is None:
         from vdm.demo import demo_model_path
@@ -82,13 +88,24 @@ def main(model, backend, device, precision, sampler, steps, spacing, num_samples
         click.echo(f"held-out loss {loss:.4f} ({loss_batches} x {LOSS_BATCH_SIZE} clips, data seed "
                    f"{HELD_OUT_SEED}) in {seconds['loss']:.2f} s")
 
+    one_step = None
+    if one_step_snr and loss_batches:
+        start = time.perf_counter()
+        predicted, timestep = one_step_videos(generator.backend, one_step_snr, loss_batches)
+        one_step = {"snr": one_step_snr, "timestep": timestep, **score_videos(predicted).to_dict()}
+        seconds["one_step"] = time.perf_counter() - start
+        passed = sum(v["properties"]["count"]["passed"] for v in one_step["videos"])
+        click.echo(f"one step from held-out clips at SNR {one_step_snr:g} (t={timestep}): count passes "
+                   f"{passed}/{len(predicted)}, {one_step['colors_per_video']:.2f} colours per video, "
+                   f"pass rate {one_step['pass_rate']:.3f}, in {seconds['one_step']:.2f} s")
+
     if json_path is not None:
         result = {
             "model": str(model), "backend": generator.backend.describe(), "num_samples": num_samples,
             "steps": steps, "sampler": sampler, "spacing": spacing or SAMPLERS[sampler].default_spacing,
             "seed": seed, "video_shape": list(videos.shape[1:]),
             "held_out_loss": loss, "loss_batches": loss_batches, "loss_batch_size": LOSS_BATCH_SIZE,
-            "held_out_seed": HELD_OUT_SEED, "seconds": seconds, **report.to_dict(),
+            "held_out_seed": HELD_OUT_SEED, "one_step": one_step, "seconds": seconds, **report.to_dict(),
         }
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
