@@ -64,7 +64,7 @@ class VideoGenerator:
                  spacing: str | None = None, on_step=None) -> torch.Tensor:
         """(num_samples, C, T, H, W) videos in [-1, 1]; shapes left as None are the model's training shape.
 
-        sampler: ddim, ddpm, dpm++2m or unipc (vdm.samplers); spacing: linspace, leading, trailing, logsnr
+        sampler: ddim, ddpm, dpm++2m, dpm++2m-sde or unipc (vdm.samplers); spacing: linspace, leading, trailing, logsnr
         or karras (None: the sampler's own default); eta: DDIM's noise (0 = deterministic).
         """
         shape, plan = self.check_request(num_samples, num_frames, height, width, num_steps, sampler, guidance,

@@ -123,7 +123,7 @@ def test_vdm_run_with_debug_lets_the_error_propagate_with_its_traceback(tmp_path
         vdm_run(tmp_path / "nowhere.safetensors", "--device", "cpu", "--debug", catch_exceptions=False)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++2m", "unipc"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "unipc"])
 def test_vdm_run_takes_every_sampler_and_says_which_plan_it_runs(tmp_path, tiny_checkpoint, sampler):
     result = vdm_run(tiny_checkpoint, "--sampler", sampler, "--spacing", "trailing", "--steps", 3, "-n", 1,
                      "--out", tmp_path / "out", "--device", "cpu")

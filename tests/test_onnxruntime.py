@@ -38,7 +38,7 @@ def test_onnxruntime_videos_match_torch_from_the_same_seed(tiny_bundle, torch_vi
     assert psnr(videos, torch_videos) >= min_db
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++2m", "unipc"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "unipc"])
 def test_every_sampler_gives_torchs_videos_from_the_same_seed(tiny_bundle, tiny_bundle_checkpoint, sampler):
     args = dict(num_samples=1, num_steps=6, sampler=sampler, seed=11)
     ref = VideoGenerator(tiny_bundle_checkpoint, backend="torch", device="cpu").generate(**args)

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from vdm.config import DiffusionConfig, ModelConfig
-from vdm.diffusion import Schedule, ddim_step
+from vdm.diffusion import Schedule, ddim_step, ddpm_step
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
 from vdm.runtime.generator import VideoGenerator
 from vdm.runtime.sampling import initial_noise, sample, sampler_for
 from vdm.samplers import (DEFAULT_SAMPLER, DEFAULT_STEPS, KARRAS_RHO, KARRAS_SIGMA_MAX, SAMPLERS, SPACINGS, UniPC,
-                          check_timesteps, dpm_solver_pp_step, make_sampler, spaced_timesteps)
+                          check_timesteps, dpm_solver_pp_sde_step, dpm_solver_pp_step, make_sampler,
+                          spaced_timesteps)
 
 ODE_SAMPLERS = ("ddim", "dpm++2m", "unipc")  # deterministic: they solve the probability-flow ODE
 
@@ -113,11 +114,11 @@ def test_step_counts_outside_the_training_timesteps_are_refused(num_steps):
 
 
 def test_an_unknown_sampler_is_refused_naming_the_choices():
-    with pytest.raises(VdmError, match="unknown sampler 'euler'; choose one of ddim, ddpm, dpm\\+\\+2m, unipc"):
+    with pytest.raises(VdmError, match="unknown sampler 'euler'; choose one of ddim, ddpm, dpm\\+\\+2m, dpm\\+\\+2m-sde, unipc"):
         make_sampler("euler", alphas_cumprod(), 10)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "dpm++2m", "unipc"])
+@pytest.mark.parametrize("name", ["ddpm", "dpm++2m", "dpm++2m-sde", "unipc"])
 def test_eta_is_refused_by_samplers_other_than_ddim(name):
     with pytest.raises(VdmError, match=f"eta applies to the ddim sampler only; {re.escape(name)} takes no eta"):
         make_sampler(name, alphas_cumprod(), 10, eta=0.5)
@@ -222,6 +223,30 @@ class OracleDenoiser(Backend):
         if self.diffusion_config.prediction == "epsilon":
             return eps
         return abar**0.5 * eps - (1 - abar) ** 0.5 * self.target
+
+
+def test_first_order_sde_dpm_solver_pp_is_a_ddpm_ancestral_step_and_lands_on_x0_at_the_end():
+    ac = alphas_cumprod()
+    abar_s, abar_t = float(ac[600]), float(ac[450])
+    x0 = uniform_video((2, 3, 2, 4, 4), seed=1)
+    x = torch.randn(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    z = torch.randn(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(dpm_solver_pp_sde_step(x, x0, None, abar_s, abar_t, None, z),
+                               ddpm_step(x, x0, abar_s, abar_t, z), rtol=0, atol=1e-6)
+    torch.testing.assert_close(dpm_solver_pp_sde_step(x, x0, None, abar_s, 1.0, None, None), x0, rtol=0, atol=0)
+
+
+def test_second_order_sde_step_adds_the_ode_solvers_derivative_term_with_the_sde_weight():
+    ac = alphas_cumprod()
+    abar_prev, abar_s, abar_t = float(ac[750]), float(ac[600]), float(ac[450])
+    x0, x0_prev = uniform_video((1, 3, 2, 4, 4), seed=1), uniform_video((1, 3, 2, 4, 4), seed=4)
+    x = torch.randn(1, 3, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    lam = [0.5 * math.log(a / (1 - a)) for a in (abar_prev, abar_s, abar_t)]
+    h, r = lam[2] - lam[1], (lam[1] - lam[0]) / (lam[2] - lam[1])
+    expected_term = 0.5 * math.sqrt(abar_t) * (1 - math.exp(-2 * h)) / r * (x0 - x0_prev)
+    second = dpm_solver_pp_sde_step(x, x0, x0_prev, abar_s, abar_t, lam[0], None)
+    first = dpm_solver_pp_sde_step(x, x0, None, abar_s, abar_t, None, None)
+    torch.testing.assert_close(second - first, expected_term, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])

@@ -13,6 +13,8 @@ multiply-adds on device tensors: nothing is copied to or from the host.
     ddim     DDIM (Song et al. 2021), eta = 0 deterministic, eta = 1 DDPM's variance
     ddpm     DDPM ancestral sampling (Ho et al. 2020) on a respaced subset of timesteps
     dpm++2m  DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095): multistep, order 2, data prediction
+    dpm++2m-sde  its stochastic form (the SDE solver of the same paper, as in diffusers' sde-dpmsolver++):
+             fresh noise every step, which corrects earlier steps' errors instead of carrying them
     unipc    UniPC (Zhao et al. 2023, arXiv:2302.04867): UniP-2 predictor + UniC corrector, B(h) = bh2
 
 The multistep solvers work in lambda = log(alpha / sigma) (half the log-SNR), take the training
@@ -30,7 +32,7 @@ import torch
 from vdm.diffusion import ddim_sigma, ddim_step, ddpm_step
 from vdm.errors import VdmError
 
-SamplerName = Literal["ddim", "ddpm", "dpm++2m", "unipc"]
+SamplerName = Literal["ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "unipc"]
 Spacing = Literal["linspace", "leading", "trailing", "logsnr", "karras"]
 SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing", "logsnr", "karras")
 # The karras spacing's noise levels (Karras et al. 2022, eq. 5), in sigma = sqrt((1 - abar) / abar):
@@ -157,6 +159,28 @@ def dpm_solver_pp_step(x: torch.Tensor, x0: torch.Tensor, x0_prev: torch.Tensor 
     return x_t + (0.5 * alpha_t * phi / r) * (x0 - x0_prev)
 
 
+def dpm_solver_pp_sde_step(x: torch.Tensor, x0: torch.Tensor, x0_prev: torch.Tensor | None, abar_s: float,
+                           abar_t: float, lambda_prev: float | None, noise: torch.Tensor | None) -> torch.Tensor:
+    """SDE-DPM-Solver++ from abar_s to abar_t (Lu et al. 2022, arXiv:2211.01095, sec. 5; midpoint form).
+
+    First order (x0_prev None), this is exactly a DDPM ancestral step: a sample of q(x_t | x_s, x0).
+    Second order adds the derivative term estimated from the previous step's x0, as the ODE solver
+    does, with 1 - e^{-2h} in place of 1 - e^{-h}. noise None: the final step to clean data.
+    """
+    alpha_t, sigma_t = math.sqrt(abar_t), math.sqrt(1 - abar_t)
+    sigma_s = math.sqrt(1 - abar_s)
+    lambda_s, lambda_t = log_snr_half(abar_s), log_snr_half(abar_t)
+    h = lambda_t - lambda_s
+    phi = -math.expm1(-2 * h)  # 1 - e^{-2h}
+    x_t = (sigma_t / sigma_s * math.exp(-h)) * x + (alpha_t * phi) * x0
+    if x0_prev is not None:
+        r = (lambda_s - lambda_prev) / h  # h_{i-1} / h_i
+        x_t = x_t + (0.5 * alpha_t * phi / r) * (x0 - x0_prev)
+    if noise is not None:
+        x_t = x_t + (sigma_t * math.sqrt(phi)) * noise
+    return x_t
+
+
 def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[list[float], list[float], float]:
     """UniPC's weights (Zhao et al. 2023, Alg. 2 and 3, data prediction): (rhos_p, rhos_c, B(h)).
 
@@ -276,6 +300,28 @@ class DPMSolverPP2M(Sampler):
         return x_next
 
 
+class DPMSolverPP2MSDE(Sampler):
+    """SDE-DPM-Solver++(2M): DPM-Solver++(2M)'s multistep update plus fresh noise each step, so an
+    early step's mistake (a colour picked from the noise) can still be undone later; second order
+    from the previous step's x0, first order on the first step and on the final step to clean data."""
+
+    name = "dpm++2m-sde"
+    default_spacing = "karras"
+
+    def reset(self) -> None:
+        self.x0_prev: torch.Tensor | None = None  # x0 predicted at the previous step
+
+    def step(self, i, x, x0, eps, generator):
+        last = i == len(self.timesteps) - 1
+        second_order = self.x0_prev is not None and not last
+        noise = None if last else torch.randn(x.shape, generator=generator, device=x.device)
+        x_next = dpm_solver_pp_sde_step(x, x0, self.x0_prev if second_order else None, self.abars[i],
+                                        self.abars[i + 1],
+                                        log_snr_half(self.abars[i - 1]) if second_order else None, noise)
+        self.x0_prev = x0
+        return x_next
+
+
 class UniPC(Sampler):
     """UniPC (Zhao et al. 2023): the UniC corrector refines the previous step's result with the new
     prediction (no extra network call), then the UniP predictor steps on; order 2, lower order on
@@ -331,7 +377,7 @@ class UniPC(Sampler):
         return self.update(x, i, order, None)
 
 
-SAMPLERS: dict[str, type[Sampler]] = {cls.name: cls for cls in (DDIM, DDPM, DPMSolverPP2M, UniPC)}
+SAMPLERS: dict[str, type[Sampler]] = {cls.name: cls for cls in (DDIM, DDPM, DPMSolverPP2M, DPMSolverPP2MSDE, UniPC)}
 # The pair that reaches DDIM-50's accuracy with the fewest network calls on the demo model
 # (benchmarks/steps.py; see README "Samplers").
 DEFAULT_SAMPLER = "unipc"
