@@ -287,6 +287,7 @@ class DPMSolverPP2M(Sampler):
 
     name = "dpm++2m"
     default_spacing = "karras"
+    stochastic: ClassVar[bool] = False  # the SDE solver: fresh noise every step but the last
 
     def reset(self) -> None:
         self.x0_prev: torch.Tensor | None = None  # x0 predicted at the previous step
@@ -294,32 +295,23 @@ class DPMSolverPP2M(Sampler):
     def step(self, i, x, x0, eps, generator):
         last = i == len(self.timesteps) - 1
         second_order = self.x0_prev is not None and not last
-        x_next = dpm_solver_pp_step(x, x0, self.x0_prev if second_order else None, self.abars[i],
-                                    self.abars[i + 1], log_snr_half(self.abars[i - 1]) if second_order else None)
+        x0_prev = self.x0_prev if second_order else None
+        lambda_prev = log_snr_half(self.abars[i - 1]) if second_order else None
+        if self.stochastic:
+            noise = None if last else torch.randn(x.shape, generator=generator, device=x.device)
+            x_next = dpm_solver_pp_sde_step(x, x0, x0_prev, self.abars[i], self.abars[i + 1], lambda_prev, noise)
+        else:
+            x_next = dpm_solver_pp_step(x, x0, x0_prev, self.abars[i], self.abars[i + 1], lambda_prev)
         self.x0_prev = x0
         return x_next
 
 
-class DPMSolverPP2MSDE(Sampler):
+class DPMSolverPP2MSDE(DPMSolverPP2M):
     """SDE-DPM-Solver++(2M): DPM-Solver++(2M)'s multistep update plus fresh noise each step, so an
-    early step's mistake (a colour picked from the noise) can still be undone later; second order
-    from the previous step's x0, first order on the first step and on the final step to clean data."""
+    early step's mistake (a colour picked from the noise) can still be undone later."""
 
     name = "dpm++2m-sde"
-    default_spacing = "karras"
-
-    def reset(self) -> None:
-        self.x0_prev: torch.Tensor | None = None  # x0 predicted at the previous step
-
-    def step(self, i, x, x0, eps, generator):
-        last = i == len(self.timesteps) - 1
-        second_order = self.x0_prev is not None and not last
-        noise = None if last else torch.randn(x.shape, generator=generator, device=x.device)
-        x_next = dpm_solver_pp_sde_step(x, x0, self.x0_prev if second_order else None, self.abars[i],
-                                        self.abars[i + 1],
-                                        log_snr_half(self.abars[i - 1]) if second_order else None, noise)
-        self.x0_prev = x0
-        return x_next
+    stochastic = True
 
 
 class UniPC(Sampler):

@@ -175,21 +175,29 @@ class RelativeFrameBias(KeepFloat32):
         return self.table[:, offsets + self.MAX_OFFSET]  # (heads, T, T)
 
 
-class TemporalAttention(nn.Module):
-    """Self-attention across the frames at each position, pre-norm and residual, with a relative
-    frame-position bias (what a frame sees depends on how far away the other frame is, not on where
-    the clip starts). Cheap at any resolution: a sequence of T tokens per position. The output
-    projection starts at zero, so the block starts as the identity."""
+class ResidualAttention(nn.Module):
+    """What the one-kind attention blocks share: a pre-norm, the qkv projection, and an output
+    projection that starts at zero, so the block starts as the identity (and can be added to a
+    trained model). Subclasses add their position information and choose the tokens."""
 
     def __init__(self, channels: int, num_heads: int, num_groups: int):
         super().__init__()
         self.num_heads = num_heads
         self.norm = PlainNorm(channels, num_groups)
-        self.frame_bias = RelativeFrameBias(num_heads)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = nn.Linear(channels, channels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+
+class TemporalAttention(ResidualAttention):
+    """Self-attention across the frames at each position, pre-norm and residual, with a relative
+    frame-position bias (what a frame sees depends on how far away the other frame is, not on where
+    the clip starts). Cheap at any resolution: a sequence of T tokens per position."""
+
+    def __init__(self, channels: int, num_heads: int, num_groups: int):
+        super().__init__(channels, num_heads, num_groups)
+        self.frame_bias = RelativeFrameBias(num_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, hgt, wid = x.shape
@@ -198,25 +206,18 @@ class TemporalAttention(nn.Module):
         return x + h.reshape(b, hgt, wid, t, c).permute(0, 4, 3, 1, 2)  # (B, C, T, H, W)
 
 
-class JointAttention(nn.Module):
+class JointAttention(ResidualAttention):
     """Self-attention over all T*H*W positions of a clip at once, pre-norm and residual.
 
     Factorized attention compares a position only with the same position in other frames, so a
     moving object meets itself there only while it overlaps its old place; here every position sees
     every frame, so an object's features (its colour, its size) can follow it wherever it moved.
-    Affordable at the low resolutions: 8 frames of 8 x 8 are 512 tokens. The output projection
-    starts at zero, so the block starts as the identity (and can be added to a trained model).
+    Affordable at the low resolutions: 8 frames of 8 x 8 are 512 tokens.
     """
 
     def __init__(self, channels: int, num_heads: int, num_groups: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.norm = PlainNorm(channels, num_groups)
+        super().__init__(channels, num_heads, num_groups)
         self.frame_positions = FramePositions(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.out = nn.Linear(channels, channels)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, hgt, wid = x.shape
