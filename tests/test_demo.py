@@ -63,9 +63,10 @@ def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_che
     from vdm.demo.frames import GAP, SCALE, main as frames_main
 
     out = tmp_path / "frames.png"
-    result = CliRunner().invoke(frames_main, [str(tiny_checkpoint), "--videos", "1", "--real", "1", "--out", str(out)])
+    args = [str(tiny_checkpoint), "--videos", "1", "--real", "1", "--sampler", "dpm++2m-sde", "--steps", "3"]
+    result = CliRunner().invoke(frames_main, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "1 training clips, then 1 videos" in result.output
+    assert "1 training clips, then 1 videos (dpm++2m-sde, 3 steps;" in result.output
     size = read_checkpoint(tiny_checkpoint)[1].size
     assert Image.open(out).size[1] == 2 * size * SCALE + GAP  # two rows of frames, one gap between
     missing = CliRunner().invoke(frames_main, [str(tiny_checkpoint), "--out", str(tmp_path / "no" / "f.png")])
