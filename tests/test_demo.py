@@ -60,7 +60,8 @@ def test_frames_sheet_marks_real_clips_passing_and_a_recoloured_one_failing():
 def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_checkpoint):
     from PIL import Image
 
-    from vdm.demo.frames import GAP, SCALE, main as frames_main
+    from vdm.cli.frames import main as frames_main
+    from vdm.demo.frames import GAP, SCALE
 
     out = tmp_path / "frames.png"
     args = [str(tiny_checkpoint), "--videos", "1", "--real", "1", "--sampler", "dpm++2m-sde", "--steps", "3"]
