@@ -1,4 +1,5 @@
-"""fp32 ONNX -> INT8 QDQ ONNX: post-training quantization of the UNet's 3D convolutions with NNCF.
+"""fp32 ONNX -> INT8 QDQ ONNX: post-training quantization of the UNet's 3D convolutions with NNCF,
+and the surgery that puts chosen convolutions back in float.
 
 What is quantized, and why (measured on the demo model, 2026-11-28, benchmarks/results/int8-*):
 - Only Conv nodes, weights per output channel and activations per tensor, both symmetric (NNCF's
@@ -7,17 +8,19 @@ What is quantized, and why (measured on the demo model, 2026-11-28, benchmarks/r
 - Never the first and last convolutions, the time/class embeddings (Gemm), attention (MatMul,
   Softmax), normalizations, or elementwise ops: NNCF's default also quantized the Gemm outputs and
   the norms' inputs, and the network's output was off by 25 % (rel. RMS) at t=500 and 690 % at t=999.
-- `keep_fp32` names more convolutions to leave in float: the export's quality gate (vdm/int8.py)
-  keeps whole UNet levels, full resolution first (the most sensitive ones), until the videos pass.
+- A few convolutions cost most of the error (on the demo, 7 of 32 took the final videos from 24.9 to
+  32.2 dB; each of the others alone costs less than 0.1 dB of it). `float_convs` takes chosen ones
+  out of one quantized network instead of quantizing again, so the quality gate (vdm/int8.py) can try
+  many choices cheaply.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from vdm.errors import VdmError
 
 KEPT_TYPES = ["MatMul", "Gemm", "Softmax", "Add", "Mul", "InstanceNormalization", "Resize", "Concat", "Sigmoid"]
+FLOAT_SUFFIX = "__float"  # the fp32 weights and biases of a convolution taken out of int8
 
 
 def import_nncf():
@@ -28,26 +31,17 @@ def import_nncf():
     return nncf
 
 
-def conv_levels(model, feed: dict, size: int) -> dict[str, int]:
-    """Conv node name -> its UNet level (0 = full resolution: output H == size, 1 = size/2, ...),
-    read from one run of the network on `feed` with every Conv output exposed (static shape
-    inference leaves some of them unknown, depending on the exporter)."""
-    import onnx
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    convs = [node for node in probe.graph.node if node.op_type == "Conv"]
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(node.output[0]) for node in convs)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    results = session.run([node.output[0] for node in convs], feed)
-    return {node.name: (size // out.shape[3]).bit_length() - 1 for node, out in zip(convs, results)}
-
-
 def end_convs(model) -> list[str]:
     """The first convolution (it reads the input x) and the last (it writes the output)."""
     convs = [node for node in model.graph.node if node.op_type == "Conv"]
     return [convs[0].name, convs[-1].name]
+
+
+def quantized_convs(model) -> list[str]:
+    """The Conv nodes whose weights come dequantized from int8, in graph order."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    return [node.name for node in model.graph.node if node.op_type == "Conv"
+            and getattr(producers.get(node.input[1]), "op_type", None) == "DequantizeLinear"]
 
 
 def guard_outputs(model):
@@ -64,14 +58,12 @@ def guard_outputs(model):
     return onnx.shape_inference.infer_shapes(model)  # value_info for the renamed tensors too
 
 
-def quantize_network(fp32_path: Path, out_path: Path, feeds: list[dict], keep_fp32: list[str]) -> dict:
-    """Write the QDQ network for fp32_path to out_path, calibrated on `feeds` (input name -> array,
-    one network call each); returns what was quantized and what kept float."""
-    import onnx
-
+def quantize_network(fp32_model, feeds: list[dict]) -> tuple[object, dict]:
+    """(the QDQ network, what was done): every convolution but the first and last quantized,
+    calibrated on `feeds` (input name -> array, one network call each)."""
     nncf = import_nncf()
-    model = guard_outputs(onnx.load(str(fp32_path)))
-    kept = end_convs(model) + [name for name in keep_fp32 if name not in end_convs(model)]
+    model = guard_outputs(fp32_model)
+    kept = end_convs(model)
     previous = logging.getLogger("nncf").level
     nncf.set_log_level(logging.ERROR)  # NNCF logs a line per node it skips
     try:
@@ -80,7 +72,54 @@ def quantize_network(fp32_path: Path, out_path: Path, feeds: list[dict], keep_fp
                                   ignored_scope=nncf.IgnoredScope(names=kept, types=KEPT_TYPES))
     finally:
         nncf.set_log_level(previous)
-    onnx.save(quantized, str(out_path))
-    convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
-    return {"method": "nncf.quantize, PERFORMANCE preset (symmetric int8: TensorRT explicit quantization)",
-            "nncf": nncf.__version__, "quantized_convs": len(convs) - len(kept), "fp32_convs": kept}
+    return quantized, {"method": "nncf.quantize, PERFORMANCE preset (symmetric int8: TensorRT explicit "
+                                 "quantization)", "nncf": nncf.__version__}
+
+
+def float_convs(quantized, fp32_model, names: list[str]):
+    """A copy of `quantized` where the convolutions `names` read their input before its quantizer and
+    use fp32's weights and bias again (NNCF's bias correction changed those of quantized ones);
+    quantizers and int8 weights nothing reads any more are dropped."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(quantized)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    fp32_nodes = {node.name: node for node in fp32_model.graph.node}
+    fp32_constants = {init.name: init for init in fp32_model.graph.initializer}
+    added = {init.name for init in model.graph.initializer}
+    for node in (n for n in model.graph.node if n.name in names):
+        dequantize = producers.get(node.input[0])
+        quantize = producers.get(dequantize.input[0]) if getattr(dequantize, "op_type", None) == "DequantizeLinear" else None
+        if getattr(quantize, "op_type", None) == "QuantizeLinear":
+            node.input[0] = quantize.input[0]  # the float activation
+        for i, name in enumerate(fp32_nodes[node.name].input[1:], start=1):
+            if name not in fp32_constants:
+                raise VdmError(f"{node.name}'s input {name} is not a constant of the fp32 network")
+            node.input[i] = name + FLOAT_SUFFIX
+            if node.input[i] not in added:
+                constant = onnx.TensorProto()
+                constant.CopyFrom(fp32_constants[name])
+                constant.name = node.input[i]
+                model.graph.initializer.append(constant)
+                added.add(constant.name)
+    return without_dead_nodes(model)
+
+
+def without_dead_nodes(model):
+    """Drop the nodes and initializers no graph output depends on (nodes are topologically sorted)."""
+    needed = {output.name for output in model.graph.output}
+    alive = []
+    for node in reversed(model.graph.node):
+        if needed.intersection(node.output):
+            alive.append(node)
+            needed.update(node.input)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(alive))
+    constants = [init for init in model.graph.initializer if init.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(constants)
+    values = [info for info in model.graph.value_info if info.name in needed]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(values)
+    return model

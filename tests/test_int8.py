@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -123,9 +124,51 @@ def test_a_network_that_fails_the_gate_is_not_written_and_the_export_exits_1(int
     assert snapshot(copy) == before and not list(copy.glob(".export-*"))
 
 
-def test_levels_go_back_to_fp32_full_resolution_first():
-    levels = {"a": 0, "b": 1, "c": 0, "d": 2}
-    assert fallback_plans(levels) == [[], ["a", "c"], ["a", "b", "c"]]  # never all: that quantizes nothing
+def test_a_network_failing_the_gate_keeps_its_most_harmful_convolutions_in_float(int8_bundle, tmp_path):
+    checkpoint, bundle, _ = int8_bundle
+    first = json.loads((bundle / "vdm.json").read_text())["networks"]["int8"]
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    stricter = Int8Options(calibration_videos=2, gate_videos=2, min_psnr_db=first["parity"]["gate"]["psnr_db"] + 1)
+    lines = []
+    entry = export_int8(checkpoint, copy, stricter, log=lines.append)
+    quantization = entry["quantization"]
+    sensitivity = quantization["sensitivity_psnr_db"]
+    kept = quantization["fp32_convs"][2:]  # after the first and last convolutions
+    assert kept == sorted(sensitivity, key=sensitivity.get)[:len(kept)] and kept
+    assert quantization["quantized_convs"] == len(sensitivity) - len(kept)
+    assert entry["parity"]["passed"] and entry["parity"]["gate"]["psnr_db"] >= stricter.min_psnr_db
+    assert "failed" in lines[1] and "ranking the quantized convolutions" in lines[2] and "passed" in lines[-1]
+    assert json.loads((copy / "vdm.json").read_text())["networks"]["int8"] == entry
+    assert not list(copy.glob(".export-*"))
+
+
+def test_fallback_keeps_the_most_sensitive_convolutions_first():
+    sensitivity = {"a": 40.0, "b": 25.0, "c": 33.0}  # PSNR with that convolution alone in int8
+    assert fallback_plans(sensitivity) == [["b"], ["b", "c"]]  # never all: that quantizes nothing
+
+
+def run_network(model, feed) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+def test_taking_every_convolution_out_of_int8_gives_the_fp32_network_back(int8_bundle):
+    from vdm.export.int8 import float_convs, quantized_convs
+
+    _, bundle, _ = int8_bundle
+    fp32, int8 = onnx.load(str(bundle / "unet.onnx")), onnx.load(str(bundle / "unet.int8.onnx"))
+    names = quantized_convs(int8)
+    assert len(names) >= 4
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 4, 8, 8), dtype=np.float32),
+            "t": np.array([999, 500], dtype=np.int64)}
+    restored = float_convs(int8, fp32, names)
+    assert quantized_convs(restored) == [] and not any(n.op_type == "QuantizeLinear" for n in restored.graph.node)
+    np.testing.assert_allclose(run_network(restored, feed), run_network(fp32, feed), rtol=1e-4, atol=1e-5)
+    one = float_convs(int8, fp32, names[:1])
+    assert quantized_convs(one) == names[1:]
+    assert not np.allclose(run_network(one, feed), run_network(fp32, feed), rtol=1e-4, atol=1e-5)
 
 
 def test_int8_with_fp16_is_refused_before_any_work(tiny_checkpoint, tmp_path):
@@ -157,3 +200,15 @@ def test_a_conditional_models_calibration_covers_its_classes_and_the_null_class(
     reference = VideoGenerator(tiny_conditional_checkpoint, backend="torch", device="cpu")
     feeds = record_calibration(reference, Int8Options(calibration_videos=4, gate_videos=1))
     assert len(feeds) == 4 * 6 and sorted({int(f["y"][0]) for f in feeds}) == [0, 1, 2, 3]  # 3: the null class
+
+
+def test_the_openvino_profile_splits_each_networks_call_by_node_type(int8_bundle, tiny_bundle):
+    from benchmarks.openvino_profile import main as profile_main
+
+    _, bundle, _ = int8_bundle
+    result = invoke(profile_main, bundle, "--batch", 1, "--threads", 1, "--calls", 2)
+    assert result.exit_code == 0, result.output
+    assert "**fp32** (unet.onnx)" in result.output and "**int8** (unet.int8.onnx)" in result.output
+    assert "| Convolution (" in result.output and "CPU flags:" in result.output
+    missing = invoke(profile_main, tiny_bundle, "--precisions", "int8")
+    assert missing.exit_code == 2 and "has no int8 network" in missing.output
