@@ -212,3 +212,14 @@ def test_the_openvino_profile_splits_each_networks_call_by_node_type(int8_bundle
     assert "| Convolution (" in result.output and "CPU flags:" in result.output
     missing = invoke(profile_main, tiny_bundle, "--precisions", "int8")
     assert missing.exit_code == 2 and "has no int8 network" in missing.output
+
+
+def test_the_latency_benchmark_times_int8_of_random_weights_without_a_gate(tmp_path):
+    from benchmarks.latency import cli as latency_cli
+
+    result = invoke(latency_cli.main, "--preset", "tiny", "--quick", "--backends", "openvino", "--precisions",
+                    "fp32,int8", "--steps", 2, "--threads", 1, "--out", tmp_path, "--name", "r")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [(row["precision"], row["status"]) for row in report["results"]] == [("fp32", "ok"), ("int8", "ok")]
+    assert "quality gate off (its videos say nothing)" in (tmp_path / "r" / "results.md").read_text()

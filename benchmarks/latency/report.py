@@ -80,6 +80,9 @@ def notes(report: dict, rows: list[Row]) -> list[str]:
         "- PSNR: final videos against torch eager fp32 from the same seed and sampler settings; 200 dB = identical.",
         "- speedup: torch eager fp32's call median / this row's, same batch, same run.",
     ]
+    if report["model"]["kind"] == "preset" and any(r.precision == "int8" for r in rows):
+        lines.append("- int8 of random weights: every inner convolution quantized, calibrated on 2 videos, "
+                     "quality gate off (its videos say nothing), so its PSNR is not a quality figure.")
     if report["skipped"]:
         lines.append(f"- not measured (the backend does not compute that precision on this device): "
                      f"{', '.join(report['skipped'])}.")
