@@ -45,7 +45,7 @@ def main(bundle_dir: str, precisions: str, batch: int, threads: int, calls: int,
     ov = import_openvino()
     bundle = read_bundle(bundle_dir)
     cfg = bundle.model_config
-    x = torch.randn(batch, cfg.in_channels, cfg.frames, cfg.size, cfg.size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, cfg.network_channels, cfg.frames, cfg.size, cfg.size, generator=torch.Generator().manual_seed(0))
     feed = {k: v.numpy() for k, v in network_feed(cfg, x, torch.full((batch,), 500), None).items()}
     lines = facts_markdown(facts) + [f"- network call at batch {batch} (T={cfg.frames}, {cfg.size}x{cfg.size}, t=500), "
                                      f"{threads} threads; median of {calls} calls per node type", ""]

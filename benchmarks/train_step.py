@@ -176,7 +176,7 @@ def train_flops_per_clip(preset: str) -> float:
     cfg = get_preset(preset).model
     with torch.device("meta"):
         model = Unet3D(cfg)
-        x = torch.zeros(1, cfg.in_channels, cfg.frames, cfg.size, cfg.size)  # (B, C, T, H, W)
+        x = torch.zeros(1, cfg.network_channels, cfg.frames, cfg.size, cfg.size)  # (B, C, T, H, W)
         t = torch.ones(1, dtype=torch.long)
     with FlopCounterMode(display=False) as counter:
         model(x, t).square().mean().backward()

@@ -76,15 +76,15 @@ def io_spec(model: Unet3D, shapes: ExportShapes) -> tuple[list[dict], list[dict]
     """The graph's inputs and outputs: name, dtype and shape (strings for dynamic axes)."""
     b = shapes.batch if shapes.static else "batch"
     t = shapes.frames if shapes.static else "frames"
-    video = [b, model.cfg.in_channels, t, shapes.height, shapes.width]
-    inputs = [{"name": "x", "dtype": "float32", "shape": video}, {"name": "t", "dtype": "int64", "shape": [b]}]
+    x = [b, model.cfg.network_channels, t, shapes.height, shapes.width]  # with self-conditioning, 2C
+    inputs = [{"name": "x", "dtype": "float32", "shape": x}, {"name": "t", "dtype": "int64", "shape": [b]}]
     if model.cfg.conditional:
         inputs.append({"name": "y", "dtype": "int64", "shape": [b]})
-    return inputs, [{"name": "out", "dtype": "float32", "shape": video}]
+    return inputs, [{"name": "out", "dtype": "float32", "shape": [b, model.cfg.in_channels, *x[2:]]}]
 
 
 def sample_inputs(model: Unet3D, shapes: ExportShapes) -> tuple[torch.Tensor, ...]:
-    x = torch.randn(shapes.batch, model.cfg.in_channels, shapes.frames, shapes.height, shapes.width)
+    x = torch.randn(shapes.batch, model.cfg.network_channels, shapes.frames, shapes.height, shapes.width)
     t = torch.full((shapes.batch,), 500, dtype=torch.long)
     if model.cfg.conditional:
         return x, t, torch.zeros(shapes.batch, dtype=torch.long)

@@ -35,7 +35,7 @@ def parity_cases(model: Unet3D, batch: int, frames: int, height: int, width: int
     cfg = model.cfg
     cases = []
     for t in (10, 500, 990):
-        feed = {"x": torch.randn(batch, cfg.in_channels, frames, height, width, generator=g),
+        feed = {"x": torch.randn(batch, cfg.network_channels, frames, height, width, generator=g),
                 "t": torch.full((batch,), t, dtype=torch.long)}
         if cfg.conditional:
             feed["y"] = torch.randint(0, cfg.null_class + 1, (batch,), generator=g)  # incl. the null class

@@ -111,6 +111,12 @@ def network_feed(model_config: ModelConfig, x: torch.Tensor, t: torch.Tensor,
     return feed
 
 
+def empty_output(model_config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """The network's output buffer (B, C, T, H, W) float32 for input x: x's shape, except that a
+    self-conditioning network reads 2C channels and predicts C."""
+    return torch.empty((x.shape[0], model_config.in_channels, *x.shape[2:]), dtype=torch.float32, device=x.device)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU): for timings, never inside the loop."""
     if device.type == "cuda":

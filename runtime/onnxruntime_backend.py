@@ -14,7 +14,7 @@ import torch
 
 from vdm.bundle import Bundle
 from vdm.errors import VdmError
-from vdm.runtime.backend import BackendOption, network_feed, resolve_device
+from vdm.runtime.backend import BackendOption, empty_output, network_feed, resolve_device
 from vdm.runtime.bundle_backend import CUDA_GRAPH, THREADS, BundleBackend, StaticInputs
 
 NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64}  # what the bound buffers hold
@@ -130,13 +130,13 @@ class OnnxRuntimeBackend(BundleBackend):
         if self.cuda_graph:
             # A CUDA graph replays fixed addresses: persistent buffers, bound once.
             if self.static.update(feed):
-                self.static_out = torch.empty_like(feed["x"])
+                self.static_out = empty_output(self.model_config, feed["x"])
                 for name, tensor in self.static.buffers.items():
                     self.bind(name, tensor)
                 self._bind_output(self.static_out)
             self.session.run_with_iobinding(self.binding)
             return self.static_out.clone()
-        out = torch.empty_like(feed["x"])
+        out = empty_output(self.model_config, feed["x"])
         for k, v in feed.items():
             self.bind(k, v)
         self._bind_output(out)

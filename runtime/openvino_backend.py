@@ -25,7 +25,7 @@ import torch
 from vdm.bundle import Bundle
 from vdm.errors import VdmError
 from vdm.machine import cpu_has_fast_bf16
-from vdm.runtime.backend import network_feed
+from vdm.runtime.backend import empty_output, network_feed
 from vdm.runtime.bundle_backend import THREADS, BundleBackend
 from vdm.runtime.precision import resolve_precision
 
@@ -164,7 +164,7 @@ class OpenVINOBackend(BundleBackend):
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         feed = network_feed(self.model_config, x.detach(), t.detach(), None if y is None else y.detach())
-        out = torch.empty_like(feed["x"])  # (B, C, T, H, W), fresh each call: OpenVINO writes into it
+        out = empty_output(self.model_config, feed["x"])  # (B, C, T, H, W), fresh each call: OpenVINO writes into it
         for name, tensor in feed.items():
             self.request.set_tensor(name, self._ov.Tensor(tensor.numpy(), shared_memory=True))
         self.request.set_output_tensor(0, self._ov.Tensor(out.numpy(), shared_memory=True))

@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch
 
-from vdm.diffusion import Schedule, split_prediction
+from vdm.diffusion import Schedule, split_prediction, with_estimate
+from vdm.config import ModelConfig
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
 from vdm.samplers import Sampler, make_sampler
@@ -33,6 +34,14 @@ def guided_prediction(backend: Backend, x: torch.Tensor, t: torch.Tensor, y: tor
     out = backend.predict(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
     cond, uncond = out.chunk(2)
     return uncond + guidance * (cond - uncond)
+
+
+def network_input(model_config: ModelConfig, x: torch.Tensor, estimate: torch.Tensor | None = None) -> torch.Tensor:
+    """What the network reads for the latent x (B, C, T, H, W): x itself, or for a self-conditioning
+    network x and its clean-video estimate (zeros where there is none yet), (B, 2C, T, H, W)."""
+    if not model_config.self_condition:
+        return x
+    return with_estimate(x, torch.zeros_like(x) if estimate is None else estimate)
 
 
 def initial_noise(shape: tuple[int, ...], seed: int | None, device: torch.device) -> torch.Tensor:
@@ -71,8 +80,9 @@ def sample(backend: Backend, noise: torch.Tensor, sampler: Sampler, y: torch.Ten
     steps = torch.arange(num_steps, device=noise.device)
     first_bad = torch.full((), num_steps, device=noise.device)  # num_steps: every latent was finite
     x = noise.float()
+    x0 = None  # the previous step's clean-video estimate, which a self-conditioning network reads
     for i in range(num_steps):
-        out = guided_prediction(backend, x, t_all[i], y, guidance)
+        out = guided_prediction(backend, network_input(backend.model_config, x, x0), t_all[i], y, guidance)
         x0, eps = split_prediction(out, x, sampler.abars[i], prediction, clip_x0)
         x = sampler.step(i, x, x0, eps, generator)
         first_bad = torch.where(torch.isfinite(x).all(), first_bad, torch.minimum(first_bad, steps[i]))
@@ -105,11 +115,12 @@ def ddim_invert(backend: Backend, video: torch.Tensor, timesteps: list[int], y: 
     alphas_cumprod = Schedule.from_config(backend.diffusion_config).alphas_cumprod
     prediction = backend.diffusion_config.prediction
     batch = video.shape[0]
-    x = video.float()
+    x = clean = video.float()
     abar_cur = 1.0
     for t in reversed(timesteps):  # ascending: clean -> noise
         t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
-        out = guided_prediction(backend, x, t_batch, y, guidance)
+        # A self-conditioning network's estimate is the clean video itself: here it is known.
+        out = guided_prediction(backend, network_input(backend.model_config, x, clean), t_batch, y, guidance)
         abar_next = float(alphas_cumprod[t])
         # The network sees x at the next timestep: the usual first-order DDIM-inversion approximation.
         _, eps = split_prediction(out, x, abar_next, prediction, clip=False)

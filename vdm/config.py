@@ -41,6 +41,10 @@ class ModelConfig:
     num_groups: int = 8  # GroupNorm groups; channels must divide by it
     num_classes: int = 0  # 0 = unconditional; else class labels 0..num_classes-1 (+ a null class)
     temporal_downsample: bool = False  # halve T between levels too (then T must divide)
+    # The network also reads its own previous estimate of the clean video, concatenated to x as
+    # in_channels more input channels (zeros at the first step): self-conditioning, Chen et al.'s
+    # Analog Bits, which lets each step keep the discrete choices (here colours) the last one made.
+    self_condition: bool = False
     frames: int = 8  # the clip length the model is trained at (default for generation)
     size: int = 32  # the frame size (H = W) the model is trained at
 
@@ -64,6 +68,11 @@ class ModelConfig:
     def temporal_factor(self) -> int:
         """T must be a multiple of this."""
         return self.spatial_factor if self.temporal_downsample else 1
+
+    @property
+    def network_channels(self) -> int:
+        """Channels of the network's input: the video's, and as many again for the self-conditioning estimate."""
+        return self.in_channels * (2 if self.self_condition else 1)
 
     @property
     def conditional(self) -> bool:

@@ -126,6 +126,22 @@ def training_loss(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Ten
     return torch.mean(error * min_snr_weight(abar, min_snr_gamma, schedule.prediction))
 
 
+def clean_from_output(model_output: torch.Tensor, x_t: torch.Tensor, a: float | torch.Tensor,
+                      b: float | torch.Tensor, prediction: str) -> torch.Tensor:
+    """The clean video x_0 the network's output implies, where x_t = a x_0 + b eps (a = sqrt(alpha_bar))."""
+    if prediction == "epsilon":
+        return (x_t - b * model_output) / a
+    if prediction == "v":
+        return a * x_t - b * model_output
+    raise ValueError(f"unknown prediction {prediction!r}")
+
+
+def with_estimate(x_t: torch.Tensor, x0_estimate: torch.Tensor) -> torch.Tensor:
+    """A self-conditioning network's input (B, 2C, T, H, W): x_t (B, C, T, H, W), then its clean-video
+    estimate (B, C, T, H, W): the previous step's, or zeros where there is none."""
+    return torch.cat([x_t, x0_estimate.to(x_t.dtype)], dim=1)
+
+
 def split_prediction(model_output: torch.Tensor, x_t: torch.Tensor, abar_t: float,
                      prediction: str, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """From the network's output, the predicted (x_0, eps) at a step with alpha_bar = abar_t.
@@ -133,12 +149,7 @@ def split_prediction(model_output: torch.Tensor, x_t: torch.Tensor, abar_t: floa
     With clip, x_0 is clamped to the data range [-1, 1] and eps re-derived so both stay consistent.
     """
     a, b = math.sqrt(abar_t), math.sqrt(1 - abar_t)
-    if prediction == "epsilon":
-        x0 = (x_t - b * model_output) / a
-    elif prediction == "v":
-        x0 = a * x_t - b * model_output
-    else:
-        raise ValueError(f"unknown prediction {prediction!r}")
+    x0 = clean_from_output(model_output, x_t, a, b, prediction)
     if prediction == "epsilon" and not clip:
         return x0, model_output  # exact: no round trip through x0
     if clip:

@@ -23,6 +23,7 @@ import torch
 
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
+from vdm.runtime.sampling import network_input
 
 HELD_OUT_SEED = 10_000  # data (and noise) seed of the held-out clips; training uses TrainConfig.seed (0)
 LOSS_BATCH_SIZE = 8  # clips per held-out loss batch
@@ -52,7 +53,8 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
     for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the held-out loss")):
         t = timesteps[i].to(backend.device)
         x_t = q_sample(x0, t, noise, schedule.alphas_cumprod)
-        losses.append(training_loss(backend.predict(x_t, t, y), x0, noise, t, schedule).item())
+        out = backend.predict(network_input(backend.model_config, x_t), t, y)  # no self-conditioning estimate
+        losses.append(training_loss(out, x0, noise, t, schedule).item())
     return sum(losses) / len(losses)
 
 
@@ -70,7 +72,8 @@ def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int 
     videos = []
     for x0, noise in held_out_batches(backend, batches, batch_size, seed, "the one-step check"):
         x_t = q_sample(x0, t, noise, abar)
-        videos.append(split_prediction(backend.predict(x_t, t, y), x_t, float(abar[step]), schedule.prediction)[0])
+        out = backend.predict(network_input(backend.model_config, x_t), t, y)  # one call: no estimate yet
+        videos.append(split_prediction(out, x_t, float(abar[step]), schedule.prediction)[0])
     return torch.cat(videos), step
 
 

@@ -43,7 +43,7 @@ from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_chec
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
-from vdm.diffusion import Schedule, q_sample, training_loss
+from vdm.diffusion import Schedule, clean_from_output, gather, q_sample, training_loss, with_estimate
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -56,6 +56,7 @@ from vdm.unet import Unet3D, count_parameters
 TRAIN_STATE_SCHEMA = {"step": NON_NEGATIVE_INT, "model": OBJECT, "ema": OBJECT, "optimizer": OBJECT,
                       "world_size": optional(POSITIVE_INT), "config": {"model": OBJECT, "diffusion": OBJECT}}
 LABEL_DROPOUT = 0.1  # fraction of conditional examples trained as the null class (for guidance)
+SELF_CONDITION_SHARE = 0.5  # fraction of clips trained with their self-conditioning estimate (Chen et al.)
 NOISE_STREAM, DROPOUT_STREAM = 0, 1  # the step's two seeded streams: see step_seed
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
 # TrainConfig.memory_format "auto", per device type. CPU: channels-last 3D, faster with oneDNN on the
@@ -149,6 +150,12 @@ def micro_batches(parts: int, *tensors: torch.Tensor | None) -> list[tuple]:
     """Split each (B, ...) tensor into `parts` chunks along B; None stays None in every chunk."""
     chunks = [t.chunk(parts) if t is not None else [None] * parts for t in tensors]
     return list(zip(*chunks))
+
+
+def zero_estimate_inputs(conv_in_weight: torch.Tensor) -> torch.Tensor:
+    """conv_in's weight (out, C, 3, 3, 3) -> (out, 2C, 3, 3, 3): the self-conditioning estimate's
+    channels read with zero weight, so the network computes what it did without them."""
+    return torch.cat([conv_in_weight, torch.zeros_like(conv_in_weight)], dim=1)
 
 
 class StepStats:
@@ -280,8 +287,11 @@ class Trainer:
 
         Those keep their initialization: a block added since that starts as the identity (the
         attention blocks' zero output projections) leaves the loaded model computing what it did.
+        So does self-conditioning added since: the estimate's input channels start at zero weight.
         """
         state, model_config, diffusion_config, _ = read_checkpoint(path)
+        if self.cfg.model.self_condition and not model_config.self_condition:
+            state = state | {"conv_in.weight": zero_estimate_inputs(state["conv_in.weight"])}
         if to_dict(diffusion_config) != to_dict(self.cfg.diffusion):
             raise VdmError(f"--init-from: {path} was trained with diffusion config {to_dict(diffusion_config)}, "
                            f"this run uses {to_dict(self.cfg.diffusion)}")
@@ -292,24 +302,44 @@ class Trainer:
         return missing
 
     # -- one optimizer step ----------------------------------------------------------------------
-    def draws(self, step: int, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """This rank's timesteps (b,), noise `shape` (b, C, T, H, W) and label dropout (b,) bool (None
-        for an unconditional model) at `step`: drawn on the device for the whole global batch, then sliced."""
+    def draws(self, step: int, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                          torch.Tensor | None]:
+        """This rank's timesteps (b,), noise `shape` (b, C, T, H, W), label dropout (b,) bool (None for
+        an unconditional model) and self-conditioning choice (b,) bool (None without it) at `step`:
+        drawn on the device for the whole global batch, then sliced."""
         g = self.generator.manual_seed(step_seed(self.train_cfg.seed, step, NOISE_STREAM))
         batch, local = self.train_cfg.batch_size, shape[0]
         t = torch.randint(0, self.schedule.num_timesteps, (batch,), generator=g, device=self.device)
         noise = torch.randn((batch, *shape[1:]), generator=g, device=self.device)  # (B, C, T, H, W)
         drop = (torch.rand(batch, generator=g, device=self.device) < LABEL_DROPOUT
                 if self.cfg.model.conditional else None)
+        estimate = (torch.rand(batch, generator=g, device=self.device) < SELF_CONDITION_SHARE
+                    if self.cfg.model.self_condition else None)
         mine = slice(self.ranks.rank * local, (self.ranks.rank + 1) * local)
-        return t[mine], noise[mine], (drop[mine] if drop is not None else None)
+        return tuple(None if d is None else d[mine] for d in (t, noise, drop, estimate))
 
-    def loss_on(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """The diffusion loss of one micro-batch x0 (b, C, T, H, W) at timesteps t (b,) with `noise`."""
-        x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod).contiguous(memory_format=self.memory_format)
+    def loss_on(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, y: torch.Tensor | None,
+                estimate: torch.Tensor | None) -> torch.Tensor:
+        """The diffusion loss of one micro-batch x0 (b, C, T, H, W) at timesteps t (b,) with `noise`;
+        `estimate` (b,) bool picks the clips that see their self-conditioning estimate."""
+        x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.network(x_t, t, y)
+            if estimate is not None:
+                x_t = self.self_conditioned(x_t, t, y, estimate)
+            out = self.network(x_t.contiguous(memory_format=self.memory_format), t, y)
         return training_loss(out, x0, noise, t, self.schedule, self.train_cfg.min_snr_gamma)
+
+    def self_conditioned(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                         estimate: torch.Tensor) -> torch.Tensor:
+        """x_t (b, C, T, H, W) with its self-conditioning channels (b, 2C, T, H, W): the network's own
+        clean-video estimate from x_t, without gradient, for the clips in `estimate`, zeros for the
+        others (Chen et al.: so the network learns the first sampling step and the later ones)."""
+        zeros = torch.zeros_like(x_t)
+        with torch.no_grad():
+            out = self.network(with_estimate(x_t, zeros).contiguous(memory_format=self.memory_format), t, y)
+            abar = gather(self.schedule.alphas_cumprod, t, x_t.ndim)  # (b, 1, 1, 1, 1)
+            x0 = clean_from_output(out.float(), x_t, abar.sqrt(), (1 - abar).sqrt(), self.schedule.prediction)
+        return with_estimate(x_t, torch.where(estimate[:, None, None, None, None], x0.clamp(-1, 1), zeros))
 
     def gradient_sync(self, last: bool):
         """DDP all-reduces the gradients after the last micro-batch only."""
@@ -324,16 +354,16 @@ class Trainer:
         waited = time.perf_counter()
         x0, y = self.batches.get(self.step)  # (b, C, T, H, W), (b,) or None
         self.data_seconds += time.perf_counter() - waited
-        t, noise, drop = self.draws(self.step, x0.shape)
+        t, noise, drop, estimate = self.draws(self.step, x0.shape)
         if y is not None:
             y = torch.where(drop, self.cfg.model.null_class, y)
         torch.manual_seed(step_seed(tc.seed, self.step, DROPOUT_STREAM, self.ranks.rank))
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for i, (xb, tb, nb, yb) in enumerate(micro_batches(tc.grad_accum, x0, t, noise, y)):
+        for i, (xb, tb, nb, yb, eb) in enumerate(micro_batches(tc.grad_accum, x0, t, noise, y, estimate)):
             with self.gradient_sync(last=i == tc.grad_accum - 1):
-                loss = self.loss_on(xb, tb, nb, yb) * (xb.shape[0] / x0.shape[0])
+                loss = self.loss_on(xb, tb, nb, yb, eb) * (xb.shape[0] / x0.shape[0])
                 loss.backward()
             total += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)

@@ -303,7 +303,7 @@ class Unet3D(nn.Module):
         emb_dim = 4 * base
         widths = [base * m for m in cfg.channel_multiples]
         self.embedding = Embedding(base, emb_dim, cfg.num_classes)
-        self.conv_in = nn.Conv3d(cfg.in_channels, base, 3, padding=1)
+        self.conv_in = nn.Conv3d(cfg.network_channels, base, 3, padding=1)
 
         # Encoder: record the channels of every skip connection, in order.
         skips = [base]
@@ -346,14 +346,15 @@ class Unet3D(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """ValueError naming the problem when x is not a (B, C, T, H, W) video this UNet can take."""
-        if x.ndim != 5 or x.shape[1] != self.cfg.in_channels:
-            raise ValueError(f"expected x of shape (B, {self.cfg.in_channels}, T, H, W), got {tuple(x.shape)}")
+        if x.ndim != 5 or x.shape[1] != self.cfg.network_channels:
+            raise ValueError(f"expected x of shape (B, {self.cfg.network_channels}, T, H, W), got {tuple(x.shape)}")
         check_video_shape(self.cfg, x.shape[2], x.shape[3], x.shape[4])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, T, H, W) float32, t (B,) timesteps, y (B,) class labels (None = the null class).
 
-        Returns the prediction (B, C, T, H, W) in float32.
+        With self_condition, x is (B, 2C, T, H, W): the noisy video, then the clean-video estimate
+        (vdm.diffusion.with_estimate). Returns the prediction (B, C, T, H, W) in float32.
         """
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(x)

@@ -107,7 +107,7 @@ def wall_seconds(fn: Callable[[], object], device: torch.device):
 def call_inputs(model: Model, batch: int, frames: int, size: int, seed: int, device: torch.device):
     """(x, t, y) for one denoiser call: x_T noise (B, C, T, H, W), the middle timestep, the first class."""
     cfg = model.model_config
-    x = initial_noise((batch, cfg.in_channels, frames, size, size), seed, device)
+    x = initial_noise((batch, cfg.network_channels, frames, size, size), seed, device)
     t = torch.full((batch,), model.diffusion_config.num_timesteps // 2, dtype=torch.long, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device) if cfg.conditional else None
     return x, t, y
@@ -140,7 +140,7 @@ def count_flops(model_config: ModelConfig, batch: int, frames: int, size: int, d
     key = (json.dumps(to_dict(model_config)), batch, frames, size, device.type)
     if key not in _FLOPS:
         model = Unet3D(model_config).to(device).eval()
-        x = torch.zeros(batch, model_config.in_channels, frames, size, size, device=device)
+        x = torch.zeros(batch, model_config.network_channels, frames, size, size, device=device)
         t = torch.full((batch,), 1, dtype=torch.long, device=device)
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             model(x, t, None)
