@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from vdm.diffusion import Schedule, split_prediction, with_estimate
 from vdm.config import ModelConfig
+from vdm.diffusion import Schedule, split_prediction, with_estimate
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
 from vdm.samplers import Sampler, make_sampler
