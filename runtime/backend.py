@@ -69,7 +69,9 @@ class Backend:
         raise NotImplementedError(f"{cls.__name__} must implement load")
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """x (B, C, T, H, W) float32 on self.device, t (B,) int64, y (B,) int64 or None -> (B, C, T, H, W) float32."""
+        """x (B, C', T, H, W) float32 on self.device, t (B,) int64, y (B,) int64 or None -> (B, C, T, H, W)
+        float32, where C' = model_config.network_channels (2C for a self-conditioning network: the
+        sampling loop appends its estimate) and C = in_channels; size outputs with `empty_output`."""
         raise NotImplementedError(f"{type(self).__name__} must implement predict")
 
     def check_shape(self, batch: int, frames: int, height: int, width: int) -> None:
