@@ -65,7 +65,7 @@ def test_class_guidance_runs_through_one_batched_call(tmp_path, save_tiny_checkp
     ckpt = save_tiny_checkpoint(tmp_path / "c.safetensors", _tiny_model_config(num_classes=3))
     export_bundle(ckpt, tmp_path / "b", ExportOptions(exporter="torchscript"), log=quiet)
     args = dict(num_samples=2, num_steps=3, seed=0, class_label=1, guidance=3.0)
-    ref = VideoGenerator(ckpt, backend="torch", device="cpu").generate(**args)
+    ref = VideoGenerator(ckpt, backend="torch", device="cpu", precision="fp32").generate(**args)
     gen = VideoGenerator(tmp_path / "b", backend="onnxruntime", device="cpu")
     calls = []
     predict = gen.backend.predict
