@@ -17,6 +17,9 @@ from vdm.runtime.backend import synchronize
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = ("onnxruntime", "openvino", "onnx", "numpy", "tensorrt")  # versions every report states
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")  # what decides CPU speed
+# Variables that cap the instruction sets the kernels use below what the CPU flags say: oneDNN's (torch's
+# convolutions and OpenVINO's CPU plugin) and ATen's. ONNX Runtime's MLAS has no such switch.
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 def machine_info(flags_shown: tuple[str, ...] = CPU_FLAGS) -> dict:
@@ -24,10 +27,20 @@ def machine_info(flags_shown: tuple[str, ...] = CPU_FLAGS) -> dict:
     flags = cpu_flags()
     info = {"cpu": cpu_model(), "cpu_flags": {f: f in flags for f in flags_shown},
             "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "gpu": None}
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "gpu": None,
+            "isa_caps": {name: os.environ[name] for name in ISA_CAP_VARIABLES if os.environ.get(name)}}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def cpu_flags_text(machine: dict) -> str:
+    """"avx2 yes, avx512f no, ..." for machine_info()'s flags, and the instruction-set caps in force."""
+    text = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["cpu_flags"].items())
+    if machine.get("isa_caps"):
+        caps = ", ".join(f"{name}={value}" for name, value in machine["isa_caps"].items())
+        text += f"; instruction sets capped by {caps} (the kernels use less than these flags say)"
+    return text
 
 
 def utc_date() -> str:
@@ -53,7 +66,7 @@ def facts_markdown(facts: dict) -> list[str]:
     load = " / ".join(map(str, m["load_average_at_start"]))
     if "load_average_at_end" in facts:
         load += f", at end {' / '.join(map(str, facts['load_average_at_end']))}"
-    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in m["cpu_flags"].items())
+    flags = cpu_flags_text(m)
     versions = ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
     absent = ", ".join(k for k, val in v.items() if val is None)
     wall = f"; whole run {facts['wall_s']:.0f} s" if "wall_s" in facts else ""

@@ -103,3 +103,18 @@ def test_int8_rows_read_the_int8_network_where_the_backend_computes_it():
                                                              ("openvino", "int8")]
     assert skipped == ["onnxruntime int8"]
     assert [VARIANTS["openvino"].network_for(p) for p in ("fp32", "bf16", "int8")] == ["fp32", "fp32", "int8"]
+
+
+def test_reports_say_when_instruction_sets_are_capped_below_the_cpu_flags(monkeypatch):
+    from benchmarks.common import facts_markdown, machine_info, run_facts
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert machine_info()["isa_caps"] == {}
+    assert "capped" not in "\n".join(facts_markdown(run_facts("benchmarks.latency", [])))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert machine_info()["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    flags_line = next(line for line in facts_markdown(run_facts("benchmarks.latency", [])) if "CPU flags" in line)
+    assert "instruction sets capped by ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2" in flags_line

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import torch
 
-from benchmarks.common import PACKAGES, RESULTS_DIR, command_line, machine_info, utc_date
+from benchmarks.common import PACKAGES, RESULTS_DIR, command_line, cpu_flags_text, machine_info, utc_date
 from benchmarks.latency.measure import References, Row, Run, add_speedups, measure_row
 from benchmarks.latency.model import Bundles, prepare_model
 from benchmarks.latency.plan import DEFAULT_PRECISIONS, PRECISIONS, VARIANTS, Settings, plan_rows
@@ -153,8 +153,7 @@ def main(**flags) -> None:
         torch.set_num_threads(settings.threads)
     settings.threads = torch.get_num_threads()
     machine, date = machine_info(PRECISION_FLAGS), utc_date()
-    flags_line = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["cpu_flags"].items())
-    click.echo(f"{machine['cpu']} ({flags_line}); GPU {machine['gpu'] or 'none'}; {settings.threads} thread(s)")
+    click.echo(f"{machine['cpu']} ({cpu_flags_text(machine)}); GPU {machine['gpu'] or 'none'}; {settings.threads} thread(s)")
     warn_if_busy(machine, settings)
     with tempfile.TemporaryDirectory(prefix="vdm-latency-") as tmp:
         run, rows, skipped = measure_all(settings, Path(tmp))
