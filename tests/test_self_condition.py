@@ -13,8 +13,7 @@ from conftest import _make_tiny_unet, _tiny_model_config, quiet
 
 from vdm.checkpoint import load_model, save_checkpoint
 from vdm.config import DiffusionConfig, Preset, TrainConfig
-from vdm.diffusion import Schedule, noisier_timesteps, q_sample, renoise, split_prediction, with_estimate
-from vdm.errors import VdmError
+from vdm.diffusion import Schedule, split_prediction, with_estimate
 from vdm.runtime.generator import VideoGenerator
 from vdm.runtime.sampling import sampler_for
 from vdm.runtime.torch_backend import TorchBackend
@@ -68,8 +67,7 @@ def test_a_plain_checkpoint_grafts_on_and_computes_what_it_did_whatever_the_esti
 def test_training_feeds_the_networks_own_clipped_estimate_to_the_chosen_clips_and_zeros_to_the_others(tmp_path):
     preset = Preset(model=SELF, diffusion=DiffusionConfig(), train=TrainConfig(batch_size=4, sample_every=0))
     trainer = Trainer(preset, tmp_path, CPU)
-    t, _, _, chosen, lag, _ = trainer.draws(0, torch.Size((4, 3, 4, 8, 8)))
-    assert lag is None  # no lag configured: the estimate is made at the clip's own level
+    t, _, _, chosen = trainer.draws(0, torch.Size((4, 3, 4, 8, 8)))
     assert chosen is not None and chosen.dtype == torch.bool
     chosen = torch.tensor([True, False, True, False])
     x_t = torch.randn(4, 3, 4, 8, 8)
@@ -84,58 +82,6 @@ def test_training_feeds_the_networks_own_clipped_estimate_to_the_chosen_clips_an
             torch.testing.assert_close(net_in[i:i + 1, 3:], expected, rtol=1e-5, atol=1e-5)
         else:
             assert not net_in[i, 3:].any()
-
-
-def test_noisier_timesteps_are_the_first_lag_nats_of_log_snr_back_and_stay_in_the_schedule():
-    abar = Schedule.from_config(DiffusionConfig()).alphas_cumprod
-    log_snr = np.log(abar) - np.log1p(-abar)
-    t = torch.tensor([0, 10, 400, 500, 999, 990])
-    lag = torch.tensor([0.0, 1.0, 2.5, 0.0, 3.0, 50.0])
-    later = noisier_timesteps(t, lag, abar)
-    assert later.tolist()[0] == 0 and later[3] == 500 and later[4] == 999 and later[5] == 999
-    for i in (1, 2):
-        assert log_snr[later[i]] <= log_snr[t[i]] - float(lag[i]) < log_snr[later[i] - 1]
-
-
-def test_renoise_gives_the_forward_process_marginal_at_the_noisier_level():
-    abar = Schedule.from_config(DiffusionConfig()).alphas_cumprod
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.full((4, 3, 8, 32, 32), 0.5)
-    t, later = torch.full((4,), 200), torch.full((4,), 600)
-    x_t = q_sample(x0, t, torch.randn(x0.shape, generator=gen), abar)
-    x_later = renoise(x_t, t, later, torch.randn(x0.shape, generator=gen), abar)
-    mean, std = math.sqrt(abar[600]) * 0.5, math.sqrt(1 - abar[600])
-    assert abs(float(x_later.mean()) - mean) < 0.01 and abs(float(x_later.std()) - std) < 0.01
-    assert torch.equal(renoise(x_t, t, t, torch.randn(x0.shape, generator=gen), abar), x_t)
-
-
-def test_a_self_condition_lag_makes_the_estimate_from_the_renoised_clip_and_keeps_the_other_draws(tmp_path):
-    shape = torch.Size((4, 3, 4, 8, 8))
-    plain = Trainer(Preset(model=SELF, diffusion=DiffusionConfig(), train=TrainConfig(batch_size=4, sample_every=0)),
-                    tmp_path / "plain", CPU)
-    preset = Preset(model=SELF, diffusion=DiffusionConfig(),
-                    train=TrainConfig(batch_size=4, sample_every=0, self_condition_lag=3.0))
-    trainer = Trainer(preset, tmp_path / "lag", CPU)
-    t, noise, _, chosen, lag, lag_noise = trainer.draws(0, shape)
-    plain_t, plain_noise, _, plain_chosen, _, _ = plain.draws(0, shape)
-    for mine, theirs in ((t, plain_t), (noise, plain_noise), (chosen, plain_chosen)):
-        assert torch.equal(mine, theirs)  # the lag's draws come after the others
-    assert lag.shape == (4,) and bool(((lag >= 0) & (lag <= 3)).all()) and lag_noise.shape == shape
-    x_t, chosen = torch.randn(shape), torch.tensor([True, True, True, False])
-    lag = torch.tensor([0.0, 2.0, 3.0, 3.0])
-    net_in = trainer.self_conditioned(x_t, t, None, chosen, lag, lag_noise)
-    abar = Schedule.from_config(preset.diffusion).alphas_cumprod
-    source_t = noisier_timesteps(t, lag, abar)
-    source = renoise(x_t, t, source_t, lag_noise, abar)
-    assert torch.equal(net_in[:, :3], x_t) and not net_in[3, 3:].any()
-    with torch.no_grad():
-        out = trainer.model(with_estimate(source, torch.zeros_like(x_t)), source_t)
-    for i in range(3):
-        expected = split_prediction(out[i:i + 1], source[i:i + 1], float(abar[source_t[i]]), "v")[0].clamp(-1, 1)
-        torch.testing.assert_close(net_in[i:i + 1, 3:], expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(net_in[:1], trainer.self_conditioned(x_t, t, None, chosen)[:1])  # lag 0: the clip's own level
-    with pytest.raises(VdmError, match="self_condition_lag"):
-        TrainConfig(self_condition_lag=-1.0)
 
 
 class Recording(TorchBackend):

@@ -274,9 +274,9 @@ def test_a_step_returns_its_loss_and_grad_norm_as_tensors_on_the_device(tmp_path
 def test_a_steps_draws_depend_only_on_the_seed_and_the_step(tmp_path, tiny_model_config):
     trainer = Trainer(tiny_preset(tiny_model_config), tmp_path, CPU)
     shape = torch.Size((2, 3, 4, 8, 8))
-    t1, noise1, *_ = trainer.draws(5, shape)
+    t1, noise1, _, _ = trainer.draws(5, shape)
     trainer.draws(6, shape)
-    t2, noise2, *_ = trainer.draws(5, shape)
+    t2, noise2, _, _ = trainer.draws(5, shape)
     assert torch.equal(t1, t2) and torch.equal(noise1, noise2)
     assert not torch.equal(noise1, trainer.draws(6, shape)[1])
 

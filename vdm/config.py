@@ -152,10 +152,6 @@ class TrainConfig:
     warmup_steps: int = 100  # linear learning-rate warm-up
     lr_schedule: LrScheduleKind = "constant"  # after warm-up: constant, or cosine decay to 0 at `steps`
     min_snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (5 is the paper's); None: the plain loss
-    # Self-conditioning: make the training estimate at a noisier level, up to this many nats of
-    # log-SNR before the clip's (drawn uniformly), as a sampler's previous step made it; 0: at the
-    # clip's own level (Chen et al.).
-    self_condition_lag: float = 0.0
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.995  # EMA of the weights (what checkpoints and samples use)
     data: str = "synthetic"  # 'synthetic' or a folder of videos
@@ -191,8 +187,6 @@ class TrainConfig:
             raise VdmError(f"lr_schedule must be one of {', '.join(get_args(LrScheduleKind))}, got {self.lr_schedule!r}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise VdmError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
-        if not self.self_condition_lag >= 0:
-            raise VdmError(f"self_condition_lag must be >= 0, got {self.self_condition_lag}")
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

@@ -88,24 +88,6 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
 
-def noisier_timesteps(t: torch.Tensor, lag: torch.Tensor, alphas_cumprod: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """The timesteps (B,) whose log-SNR log(abar / (1 - abar)) is `lag` (B,) nats below t's (B,):
-    the first at or below it, never before t, at most the last."""
-    abar = torch.as_tensor(alphas_cumprod, device=t.device).double()
-    log_snr = abar.log() - (-abar).log1p()  # (N,) decreasing in t
-    target = log_snr[t] - lag.double()
-    later = torch.searchsorted(-log_snr, -target)  # first index with log_snr <= target
-    return torch.maximum(later, t).clamp(max=len(log_snr) - 1)
-
-
-def renoise(x_t: torch.Tensor, t: torch.Tensor, t_noisier: torch.Tensor, noise: torch.Tensor,
-            alphas_cumprod: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """x_t (B, C, T, H, W) carried forward to t_noisier >= t with fresh `noise`: a draw of the forward
-    process's x at t_noisier given x_t, so it has q_sample's marginal at t_noisier."""
-    kept = gather(alphas_cumprod, t_noisier, x_t.ndim) / gather(alphas_cumprod, t, x_t.ndim)  # (B, 1, 1, 1, 1)
-    return kept.sqrt() * x_t + (1 - kept).clamp(min=0).sqrt() * noise
-
-
 def v_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
     """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0."""
     return abar.sqrt() * noise - (1 - abar).sqrt() * x0

@@ -43,8 +43,7 @@ from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_chec
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
-from vdm.diffusion import (Schedule, clean_from_output, gather, noisier_timesteps, q_sample, renoise, training_loss,
-                           with_estimate)
+from vdm.diffusion import Schedule, clean_from_output, gather, q_sample, training_loss, with_estimate
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -303,11 +302,11 @@ class Trainer:
         return missing
 
     # -- one optimizer step ----------------------------------------------------------------------
-    def draws(self, step: int, shape: torch.Size) -> tuple[torch.Tensor | None, ...]:
+    def draws(self, step: int, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                          torch.Tensor | None]:
         """This rank's timesteps (b,), noise `shape` (b, C, T, H, W), label dropout (b,) bool (None for
-        an unconditional model), self-conditioning choice (b,) bool (None without it) and, with a
-        self-conditioning lag, the estimate's lag (b,) in nats of log-SNR and its fresh noise (b, C, T,
-        H, W) (None without): drawn on the device for the whole global batch, then sliced."""
+        an unconditional model) and self-conditioning choice (b,) bool (None without it) at `step`:
+        drawn on the device for the whole global batch, then sliced."""
         g = self.generator.manual_seed(step_seed(self.train_cfg.seed, step, NOISE_STREAM))
         batch, local = self.train_cfg.batch_size, shape[0]
         t = torch.randint(0, self.schedule.num_timesteps, (batch,), generator=g, device=self.device)
@@ -316,45 +315,30 @@ class Trainer:
                 if self.cfg.model.conditional else None)
         estimate = (torch.rand(batch, generator=g, device=self.device) < SELF_CONDITION_SHARE
                     if self.cfg.model.self_condition else None)
-        lag = lag_noise = None
-        if estimate is not None and self.train_cfg.self_condition_lag > 0:  # drawn last: lag 0 keeps the draws above
-            lag = torch.rand(batch, generator=g, device=self.device) * self.train_cfg.self_condition_lag
-            lag_noise = torch.randn((batch, *shape[1:]), generator=g, device=self.device)
         mine = slice(self.ranks.rank * local, (self.ranks.rank + 1) * local)
-        return tuple(None if d is None else d[mine] for d in (t, noise, drop, estimate, lag, lag_noise))
+        return tuple(None if d is None else d[mine] for d in (t, noise, drop, estimate))
 
     def loss_on(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, y: torch.Tensor | None,
-                estimate: torch.Tensor | None, lag: torch.Tensor | None = None,
-                lag_noise: torch.Tensor | None = None) -> torch.Tensor:
+                estimate: torch.Tensor | None) -> torch.Tensor:
         """The diffusion loss of one micro-batch x0 (b, C, T, H, W) at timesteps t (b,) with `noise`;
-        `estimate` (b,) bool picks the clips that see their self-conditioning estimate, made `lag`
-        nats of log-SNR earlier (see self_conditioned)."""
+        `estimate` (b,) bool picks the clips that see their self-conditioning estimate."""
         x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             if estimate is not None:
-                x_t = self.self_conditioned(x_t, t, y, estimate, lag, lag_noise)
+                x_t = self.self_conditioned(x_t, t, y, estimate)
             out = self.network(x_t.contiguous(memory_format=self.memory_format), t, y)
         return training_loss(out, x0, noise, t, self.schedule, self.train_cfg.min_snr_gamma)
 
     def self_conditioned(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
-                         estimate: torch.Tensor, lag: torch.Tensor | None = None,
-                         lag_noise: torch.Tensor | None = None) -> torch.Tensor:
+                         estimate: torch.Tensor) -> torch.Tensor:
         """x_t (b, C, T, H, W) with its self-conditioning channels (b, 2C, T, H, W): the network's own
-        clean-video estimate, without gradient, for the clips in `estimate`, zeros for the others
-        (Chen et al.: so the network learns the first sampling step and the later ones).
-
-        The estimate is made from x_t itself, or with a `lag` (b,) from x_t carried `lag` nats of
-        log-SNR back with `lag_noise`: a few-step sampler hands each step the estimate of its
-        previous, noisier step, and training on the same-level estimate does not show it that."""
+        clean-video estimate from x_t, without gradient, for the clips in `estimate`, zeros for the
+        others (Chen et al.: so the network learns the first sampling step and the later ones)."""
         zeros = torch.zeros_like(x_t)
-        source_t, source = t, x_t
-        if lag is not None:
-            source_t = noisier_timesteps(t, lag, self.schedule.alphas_cumprod)
-            source = renoise(x_t, t, source_t, lag_noise, self.schedule.alphas_cumprod)
         with torch.no_grad():
-            out = self.network(with_estimate(source, zeros).contiguous(memory_format=self.memory_format), source_t, y)
-            abar = gather(self.schedule.alphas_cumprod, source_t, x_t.ndim)  # (b, 1, 1, 1, 1)
-            x0 = clean_from_output(out.float(), source, abar.sqrt(), (1 - abar).sqrt(), self.schedule.prediction)
+            out = self.network(with_estimate(x_t, zeros).contiguous(memory_format=self.memory_format), t, y)
+            abar = gather(self.schedule.alphas_cumprod, t, x_t.ndim)  # (b, 1, 1, 1, 1)
+            x0 = clean_from_output(out.float(), x_t, abar.sqrt(), (1 - abar).sqrt(), self.schedule.prediction)
         return with_estimate(x_t, torch.where(estimate[:, None, None, None, None], x0.clamp(-1, 1), zeros))
 
     def gradient_sync(self, last: bool):
@@ -370,17 +354,16 @@ class Trainer:
         waited = time.perf_counter()
         x0, y = self.batches.get(self.step)  # (b, C, T, H, W), (b,) or None
         self.data_seconds += time.perf_counter() - waited
-        t, noise, drop, estimate, lag, lag_noise = self.draws(self.step, x0.shape)
+        t, noise, drop, estimate = self.draws(self.step, x0.shape)
         if y is not None:
             y = torch.where(drop, self.cfg.model.null_class, y)
         torch.manual_seed(step_seed(tc.seed, self.step, DROPOUT_STREAM, self.ranks.rank))
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        parts = micro_batches(tc.grad_accum, x0, t, noise, y, estimate, lag, lag_noise)
-        for i, (xb, tb, nb, yb, eb, lb, lnb) in enumerate(parts):
+        for i, (xb, tb, nb, yb, eb) in enumerate(micro_batches(tc.grad_accum, x0, t, noise, y, estimate)):
             with self.gradient_sync(last=i == tc.grad_accum - 1):
-                loss = self.loss_on(xb, tb, nb, yb, eb, lb, lnb) * (xb.shape[0] / x0.shape[0])
+                loss = self.loss_on(xb, tb, nb, yb, eb) * (xb.shape[0] / x0.shape[0])
                 loss.backward()
             total += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
