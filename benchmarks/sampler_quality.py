@@ -40,7 +40,7 @@ def parse_plans(text: str) -> list[tuple[str, int]]:
 
 def markdown(report: dict) -> str:
     lines = [f"# Sampler quality: {report['model']}", "",
-             f"{report['num_samples']} videos per plan from seed {report['seed']} (the same noise for every plan), "
+             f"{report['num_samples']} videos per plan (torch, fp32) from seed {report['seed']} (the same noise for every plan), "
              "scored by `vdm.metrics`; count pass = the share of videos whose shapes keep their colours and "
              "number throughout; colours = palette colours found per video (the data has 1-3).", "",
              *facts_markdown(report["facts"]), "",
@@ -76,7 +76,9 @@ def main(checkpoint, plans, num_samples, seed, out, name, debug):
     model = Path(checkpoint or DEMO_CHECKPOINT)
     folder = Path(out) / (name or f"sampler-quality-{model.stem}-{datetime.date.today().isoformat()}")
     folder.mkdir(parents=True, exist_ok=True)
-    generator = VideoGenerator(model, backend="torch", device="cpu")
+    # fp32 whatever the CPU: auto computes bf16 where there are bf16 units, and scores must not
+    # change with the machine they were measured on.
+    generator = VideoGenerator(model, backend="torch", device="cpu", precision="fp32")
     label = str(model) if checkpoint else "the bundled demo (vdm/demo/demo.safetensors)"
     report = {"model": label, "num_samples": num_samples, "seed": seed,
               "facts": run_facts("benchmarks.sampler_quality", sys.argv[1:]), "rows": []}
