@@ -40,7 +40,8 @@ def parse_plans(text: str) -> list[tuple[str, int]]:
 
 def markdown(report: dict) -> str:
     lines = [f"# Sampler quality: {report['model']}", "",
-             f"{report['num_samples']} videos per plan (torch, fp32) from seed {report['seed']} (the same noise for every plan), "
+             f"{report['num_samples']} videos per plan (torch, fp32) from seed {report['seed']} "
+             "(the same noise for every plan), "
              "scored by `vdm.metrics`; count pass = the share of videos whose shapes keep their colours and "
              "number throughout; colours = palette colours found per video (the data has 1-3).", "",
              *facts_markdown(report["facts"]), "",

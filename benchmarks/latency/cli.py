@@ -153,7 +153,8 @@ def main(**flags) -> None:
         torch.set_num_threads(settings.threads)
     settings.threads = torch.get_num_threads()
     machine, date = machine_info(PRECISION_FLAGS), utc_date()
-    click.echo(f"{machine['cpu']} ({cpu_flags_text(machine)}); GPU {machine['gpu'] or 'none'}; {settings.threads} thread(s)")
+    click.echo(f"{machine['cpu']} ({cpu_flags_text(machine)}); GPU {machine['gpu'] or 'none'}; "
+               f"{settings.threads} thread(s)")
     warn_if_busy(machine, settings)
     with tempfile.TemporaryDirectory(prefix="vdm-latency-") as tmp:
         run, rows, skipped = measure_all(settings, Path(tmp))
