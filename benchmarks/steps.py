@@ -193,7 +193,8 @@ def main(checkpoint, samplers, spacings, step_counts, seeds, videos_per_seed, re
     generator = VideoGenerator(model, backend="torch", device="cpu")
     cfg = generator.model_config
     shape = (videos_per_seed, cfg.in_channels, cfg.frames, cfg.size, cfg.size)
-    noises = [initial_noise(shape, seed, generator.device) for seed in seeds]
+    correlation = generator.backend.diffusion_config.frame_noise_correlation
+    noises = [initial_noise(shape, seed, generator.device, correlation) for seed in seeds]
     click.echo(f"reference: ddim {reference_steps} steps, {len(seeds)} seeds x {videos_per_seed} videos")
     references = [generate(generator, noise, "ddim", reference_steps, "linspace")[0] for noise in noises]
     combos = [(s, sp if sp != "default" else SAMPLERS[s].default_spacing, n)

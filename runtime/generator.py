@@ -71,7 +71,7 @@ class VideoGenerator:
                                          class_label, spacing, eta)
         y = None if class_label is None else torch.full((num_samples,), class_label, dtype=torch.long,
                                                          device=self.device)
-        noise = initial_noise(shape, seed, self.device)
+        noise = initial_noise(shape, seed, self.device, self.backend.diffusion_config.frame_noise_correlation)
         return sample(self.backend, noise, plan, y, guidance, step_generator(seed, self.device), on_step=on_step)
 
     def invert(self, video: torch.Tensor, num_steps: int = 50) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from vdm.config import ModelConfig
-from vdm.diffusion import Schedule, split_prediction, with_estimate
+from vdm.diffusion import Schedule, correlate_frames, split_prediction, with_estimate
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
 from vdm.samplers import Sampler, make_sampler
@@ -44,10 +44,12 @@ def network_input(model_config: ModelConfig, x: torch.Tensor, estimate: torch.Te
     return with_estimate(x, torch.zeros_like(x) if estimate is None else estimate)
 
 
-def initial_noise(shape: tuple[int, ...], seed: int | None, device: torch.device) -> torch.Tensor:
-    """x_T: drawn on the CPU from `seed` then moved once, so a seed gives the same noise on every device."""
+def initial_noise(shape: tuple[int, ...], seed: int | None, device: torch.device,
+                  frame_noise_correlation: float = 0.0) -> torch.Tensor:
+    """x_T (B, C, T, H, W): drawn on the CPU from `seed` then moved once, so a seed gives the same noise
+    on every device; its frames correlated as the model was trained (DiffusionConfig)."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return torch.randn(shape, generator=generator).to(device)
+    return correlate_frames(torch.randn(shape, generator=generator), frame_noise_correlation).to(device)
 
 
 def step_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
@@ -60,8 +62,9 @@ def step_generator(seed: int | None, device: torch.device) -> torch.Generator | 
 def sampler_for(backend: Backend, name: str, num_steps: int, spacing: str | None = None,
                 eta: float = 0.0) -> Sampler:
     """Sampler `name` (vdm.samplers.SAMPLERS) on the training schedule of the backend's model."""
-    alphas_cumprod = Schedule.from_config(backend.diffusion_config).alphas_cumprod
-    return make_sampler(name, alphas_cumprod, num_steps, spacing, eta)
+    diffusion = backend.diffusion_config
+    alphas_cumprod = Schedule.from_config(diffusion).alphas_cumprod
+    return make_sampler(name, alphas_cumprod, num_steps, spacing, eta, diffusion.frame_noise_correlation)
 
 
 def sample(backend: Backend, noise: torch.Tensor, sampler: Sampler, y: torch.Tensor | None = None,

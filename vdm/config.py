@@ -130,6 +130,11 @@ class DiffusionConfig:
     # SNR where small images do not, so a shift > 1 spends more of training and sampling where the
     # content is decided. 1 = the schedule as named.
     noise_shift: float = 1.0
+    # Correlation between any two frames' noise, in training and in every sampler's draws (Ge et al.
+    # 2023's mixed noise prior, "Preserve Your Own Correlation"): a shared part makes the frames start
+    # from agreeing noise, so what the noise decides (here a blob's colour) is decided once per video
+    # rather than once per frame. 0 = independent noise per frame.
+    frame_noise_correlation: float = 0.0
 
     def __post_init__(self):
         if self.schedule not in ("linear", "cosine"):
@@ -140,6 +145,8 @@ class DiffusionConfig:
             raise VdmError("num_timesteps must be at least 2")
         if not (math.isfinite(self.noise_shift) and self.noise_shift > 0):
             raise VdmError(f"noise_shift must be a positive number, got {self.noise_shift}")
+        if not (math.isfinite(self.frame_noise_correlation) and 0 <= self.frame_noise_correlation < 1):
+            raise VdmError(f"frame_noise_correlation must be in [0, 1), got {self.frame_noise_correlation}")
 
 
 @dataclass

@@ -81,6 +81,19 @@ def gather(values: np.ndarray | torch.Tensor, t: torch.Tensor, ndim: int) -> tor
     return out.reshape(-1, *([1] * (ndim - 1)))
 
 
+def correlate_frames(noise: torch.Tensor, correlation: float) -> torch.Tensor:
+    """Independent standard normal noise (B, C, T, H, W) -> unit-variance noise whose frames are
+    pairwise `correlation`-correlated at each pixel: a * noise + b * (its mean over frames), with
+    a^2 = 1 - correlation and (a + b)^2 = a^2 + correlation * T. A fixed linear map of the draws, so a
+    seed gives the same noise on every backend, and 0 returns `noise` itself."""
+    if correlation == 0:
+        return noise
+    frames = noise.shape[2]
+    a = math.sqrt(1.0 - correlation)
+    b = math.sqrt(a * a + correlation * frames) - a
+    return a * noise + b * noise.mean(dim=2, keepdim=True)
+
+
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
              alphas_cumprod: np.ndarray | torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps; x0, noise (B, C, T, H, W), t (B,)."""

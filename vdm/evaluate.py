@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from vdm.diffusion import correlate_frames
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
 from vdm.runtime.sampling import network_input
@@ -92,6 +93,7 @@ def held_out_batches(backend: Backend, batches: int, batch_size: int, seed: int,
     for i in range(batches):
         x0 = data.batch(i, batch_size)  # (B, C, T, H, W)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + i))
+        noise = correlate_frames(noise, backend.diffusion_config.frame_noise_correlation)  # as in training
         yield x0.to(backend.device), noise.to(backend.device)
 
 

@@ -29,7 +29,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from vdm.diffusion import ddim_sigma, ddim_step, ddpm_step
+from vdm.diffusion import correlate_frames, ddim_sigma, ddim_step, ddpm_step
 from vdm.errors import VdmError
 
 SamplerName = Literal["ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "unipc"]
@@ -228,6 +228,7 @@ class Sampler:
 
     name: ClassVar[str]
     default_spacing: ClassVar[Spacing] = "linspace"
+    frame_noise_correlation: float = 0.0  # of fresh noise: the model's (DiffusionConfig); make_sampler sets it
 
     def __init__(self, alphas_cumprod: np.ndarray, num_steps: int, spacing: Spacing | None = None):
         self.spacing = spacing or self.default_spacing
@@ -243,6 +244,11 @@ class Sampler:
              generator: torch.Generator | None) -> torch.Tensor:
         """x (B, C, T, H, W) at timesteps[i], and the prediction there -> x at the next noise level."""
         raise NotImplementedError(f"{type(self).__name__} must implement step")
+
+    def fresh_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """New noise shaped like x (B, C, T, H, W), drawn on its device, frames correlated as in training."""
+        return correlate_frames(torch.randn(x.shape, generator=generator, device=x.device),
+                                self.frame_noise_correlation)
 
     def describe(self) -> str:
         return f"{self.name}, {len(self.timesteps)} steps, {self.spacing} spacing"
@@ -263,7 +269,7 @@ class DDIM(Sampler):
     def step(self, i, x, x0, eps, generator):
         abar_t, abar_prev = self.abars[i], self.abars[i + 1]
         sigma = 0.0 if i == len(self.timesteps) - 1 else ddim_sigma(abar_t, abar_prev, self.eta)
-        z = torch.randn(x.shape, generator=generator, device=x.device) if sigma > 0 else None
+        z = self.fresh_noise(x, generator) if sigma > 0 else None
         return ddim_step(x0, eps, abar_prev, sigma, z)
 
     def describe(self) -> str:
@@ -277,7 +283,7 @@ class DDPM(Sampler):
 
     def step(self, i, x, x0, eps, generator):
         last = i == len(self.timesteps) - 1
-        z = None if last else torch.randn(x.shape, generator=generator, device=x.device)
+        z = None if last else self.fresh_noise(x, generator)
         return ddpm_step(x, x0, self.abars[i], self.abars[i + 1], z)
 
 
@@ -298,7 +304,7 @@ class DPMSolverPP2M(Sampler):
         x0_prev = self.x0_prev if second_order else None
         lambda_prev = log_snr_half(self.abars[i - 1]) if second_order else None
         if self.stochastic:
-            noise = None if last else torch.randn(x.shape, generator=generator, device=x.device)
+            noise = None if last else self.fresh_noise(x, generator)
             x_next = dpm_solver_pp_sde_step(x, x0, x0_prev, self.abars[i], self.abars[i + 1], lambda_prev, noise)
         else:
             x_next = dpm_solver_pp_step(x, x0, x0_prev, self.abars[i], self.abars[i + 1], lambda_prev)
@@ -377,12 +383,15 @@ DEFAULT_STEPS = 6
 
 
 def make_sampler(name: SamplerName, alphas_cumprod: np.ndarray, num_steps: int, spacing: Spacing | None = None,
-                 eta: float = 0.0) -> Sampler:
+                 eta: float = 0.0, frame_noise_correlation: float = 0.0) -> Sampler:
     """Build sampler `name`; eta is DDIM's alone, and the others refuse a non-zero one."""
     if name not in SAMPLERS:
         raise VdmError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     if name == "ddim":
-        return DDIM(alphas_cumprod, num_steps, spacing, eta)
-    if eta != 0:
+        sampler = DDIM(alphas_cumprod, num_steps, spacing, eta)
+    elif eta != 0:
         raise VdmError(f"eta applies to the ddim sampler only; {name} takes no eta (leave it at 0)")
-    return SAMPLERS[name](alphas_cumprod, num_steps, spacing)
+    else:
+        sampler = SAMPLERS[name](alphas_cumprod, num_steps, spacing)
+    sampler.frame_noise_correlation = frame_noise_correlation
+    return sampler

@@ -43,7 +43,8 @@ from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_chec
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
-from vdm.diffusion import Schedule, clean_from_output, gather, q_sample, training_loss, with_estimate
+from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, q_sample, training_loss,
+                           with_estimate)
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -292,7 +293,11 @@ class Trainer:
         state, model_config, diffusion_config, _ = read_checkpoint(path)
         if self.cfg.model.self_condition and not model_config.self_condition:
             state = state | {"conv_in.weight": zero_estimate_inputs(state["conv_in.weight"])}
-        if to_dict(diffusion_config) != to_dict(self.cfg.diffusion):
+        # A new frame-noise correlation is a fine-tune's to learn (Ge et al. adapt a model to it);
+        # any other difference changes what the weights predict.
+        adaptable = {"frame_noise_correlation"}
+        if ({k: v for k, v in to_dict(diffusion_config).items() if k not in adaptable}
+                != {k: v for k, v in to_dict(self.cfg.diffusion).items() if k not in adaptable}):
             raise VdmError(f"--init-from: {path} was trained with diffusion config {to_dict(diffusion_config)}, "
                            f"this run uses {to_dict(self.cfg.diffusion)}")
         source = f"--init-from {path} (its model config: {to_dict(model_config)})"
@@ -311,6 +316,7 @@ class Trainer:
         batch, local = self.train_cfg.batch_size, shape[0]
         t = torch.randint(0, self.schedule.num_timesteps, (batch,), generator=g, device=self.device)
         noise = torch.randn((batch, *shape[1:]), generator=g, device=self.device)  # (B, C, T, H, W)
+        noise = correlate_frames(noise, self.cfg.diffusion.frame_noise_correlation)
         drop = (torch.rand(batch, generator=g, device=self.device) < LABEL_DROPOUT
                 if self.cfg.model.conditional else None)
         estimate = (torch.rand(batch, generator=g, device=self.device) < SELF_CONDITION_SHARE
