@@ -295,9 +295,8 @@ class Trainer:
             state = state | {"conv_in.weight": zero_estimate_inputs(state["conv_in.weight"])}
         # A new frame-noise correlation is a fine-tune's to learn (Ge et al. adapt a model to it);
         # any other difference changes what the weights predict.
-        adaptable = {"frame_noise_correlation"}
-        if ({k: v for k, v in to_dict(diffusion_config).items() if k not in adaptable}
-                != {k: v for k, v in to_dict(self.cfg.diffusion).items() if k not in adaptable}):
+        correlation = self.cfg.diffusion.frame_noise_correlation
+        if dataclasses.replace(diffusion_config, frame_noise_correlation=correlation) != self.cfg.diffusion:
             raise VdmError(f"--init-from: {path} was trained with diffusion config {to_dict(diffusion_config)}, "
                            f"this run uses {to_dict(self.cfg.diffusion)}")
         source = f"--init-from {path} (its model config: {to_dict(model_config)})"
