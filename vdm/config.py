@@ -132,8 +132,8 @@ class DiffusionConfig:
     noise_shift: float = 1.0
     # Correlation between any two frames' noise, in training and in every sampler's draws (Ge et al.
     # 2023's mixed noise prior, "Preserve Your Own Correlation"): a shared part makes the frames start
-    # from agreeing noise, so what the noise decides (here a blob's colour) is decided once per video
-    # rather than once per frame. 0 = independent noise per frame.
+    # from agreeing noise, meant to let what the noise decides be decided once per video rather than
+    # once per frame (on the demo it did not help: vdm/demo/TRAINING.md). 0 = independent noise per frame.
     frame_noise_correlation: float = 0.0
 
     def __post_init__(self):
