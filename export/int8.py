@@ -6,7 +6,8 @@ What is quantized, and why (measured on the demo model, 2026-11-28, benchmarks/r
   PERFORMANCE preset): zero points of 0 are what TensorRT's explicit quantization takes, so the same
   QDQ file serves OpenVINO here and a TensorRT build on a GPU.
 - Never the first and last convolutions, the time/class embeddings (Gemm), attention (MatMul,
-  Softmax), normalizations, or elementwise ops: NNCF's default also quantized the Gemm outputs and
+  Softmax), normalizations (including the 1x1x1 convolutions that average a GroupNorm's per-channel
+  statistics over its groups: `statistics_convs`), or elementwise ops: NNCF's default also quantized the Gemm outputs and
   the norms' inputs, and the network's output was off by 25 % (rel. RMS) at t=500 and 690 % at t=999.
 - A few convolutions cost most of the error (on the demo, 7 of 32 took the final videos from 24.9 to
   32.2 dB; each of the others alone costs less than 0.1 dB of it). `float_convs` takes chosen ones
@@ -15,11 +16,11 @@ What is quantized, and why (measured on the demo model, 2026-11-28, benchmarks/r
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 from vdm.errors import VdmError
 
-KEPT_TYPES = ["MatMul", "Gemm", "Softmax", "Add", "Mul", "InstanceNormalization", "Resize", "Concat", "Sigmoid"]
 FLOAT_SUFFIX = "__float"  # the fp32 weights and biases of a convolution taken out of int8
 
 
@@ -31,9 +32,31 @@ def import_nncf():
     return nncf
 
 
+ELEMENTWISE = {"Mul", "Div", "Add", "Sub", "Cast", "Identity"}
+
+
+def statistics_convs(model) -> list[str]:
+    """The Conv nodes that average a GroupNorm's per-channel statistics over its groups: their input
+    is made from a reduction (ReduceMean, ReduceL2) by elementwise ops alone. Part of a
+    normalization, not of the network's features (vdm.unet.group_statistics)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+
+    @functools.cache
+    def from_reduction(name: str) -> bool:
+        node = producers.get(name)
+        if node is None:
+            return False
+        if node.op_type.startswith("Reduce"):
+            return True
+        return node.op_type in ELEMENTWISE and any(from_reduction(i) for i in node.input if i)
+
+    return [node.name for node in model.graph.node if node.op_type == "Conv" and from_reduction(node.input[0])]
+
+
 def end_convs(model) -> list[str]:
-    """The first convolution (it reads the input x) and the last (it writes the output)."""
-    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    """The first feature convolution (it reads the input x) and the last (it writes the output)."""
+    statistics = set(statistics_convs(model))
+    convs = [node for node in model.graph.node if node.op_type == "Conv" and node.name not in statistics]
     return [convs[0].name, convs[-1].name]
 
 
@@ -58,18 +81,24 @@ def guard_outputs(model):
     return onnx.shape_inference.infer_shapes(model)  # value_info for the renamed tensors too
 
 
+def other_types(model, *types: str) -> list[str]:
+    """The graph's op types but `types`: what NNCF must leave alone when only `types` are quantized
+    (its defaults also quantize the inputs of Add, Mul, ReduceMean, Sub, Sqrt and more)."""
+    return sorted({node.op_type for node in model.graph.node} - set(types))
+
+
 def quantize_network(fp32_model, feeds: list[dict]) -> tuple[object, dict]:
     """(the QDQ network, what was done): every convolution but the first and last quantized,
     calibrated on `feeds` (input name -> array, one network call each)."""
     nncf = import_nncf()
     model = guard_outputs(fp32_model)
-    kept = end_convs(model)
+    kept = end_convs(model) + statistics_convs(model)
     previous = logging.getLogger("nncf").level
     nncf.set_log_level(logging.ERROR)  # NNCF logs a line per node it skips
     try:
         quantized = nncf.quantize(model, nncf.Dataset(feeds), preset=nncf.QuantizationPreset.PERFORMANCE,
                                   target_device=nncf.TargetDevice.ANY, subset_size=len(feeds),
-                                  ignored_scope=nncf.IgnoredScope(names=kept, types=KEPT_TYPES))
+                                  ignored_scope=nncf.IgnoredScope(names=kept, types=other_types(model, "Conv")))
     finally:
         nncf.set_log_level(previous)
     return quantized, {"method": "nncf.quantize, PERFORMANCE preset (symmetric int8: TensorRT explicit "

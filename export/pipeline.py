@@ -126,7 +126,7 @@ def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=p
 
 
 def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportOptions, parity: dict) -> dict:
-    from vdm.export.onnx_export import io_spec
+    from vdm.export.onnx_export import channel_statistics_for, io_spec
 
     inputs, outputs = io_spec(model, shapes)
     data = onnx_path.with_name(onnx_path.name + ".data")
@@ -138,6 +138,8 @@ def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportO
         "precision": options.precision,
         "opset": options.opset,
         "exporter": options.exporter,
+        "group_norm": ("channel statistics" if channel_statistics_for(options.precision, options.exporter)
+                       else "reshaped"),
         "inputs": inputs,
         "outputs": outputs,
         "shapes": {"static": shapes.static, "height": shapes.height, "width": shapes.width,

@@ -70,6 +70,16 @@ def test_fp16_keeps_normalization_and_softmax_in_float32(tiny_bundle):
         assert types.get(node.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT, node.name
 
 
+def test_the_fp32_network_writes_groupnorm_as_channel_statistics_and_fp16_keeps_it(tiny_bundle):
+    ops = {precision: {n.op_type for n in onnx.load(str(tiny_bundle / name)).graph.node}
+           for precision, name in (("fp32", "unet.onnx"), ("fp16", "unet.fp16.onnx"))}
+    assert {"ReduceMean", "ReduceL2"} <= ops["fp32"] and "InstanceNormalization" not in ops["fp32"]
+    assert "InstanceNormalization" in ops["fp16"] and "ReduceL2" not in ops["fp16"]
+    networks = read_bundle(tiny_bundle).networks
+    assert networks["fp32"]["group_norm"] == "channel statistics" and networks["fp16"]["group_norm"] == "reshaped"
+    assert networks["fp32"]["parity"]["passed"]
+
+
 def test_exported_network_takes_other_batch_and_frames(tiny_bundle):
     import onnxruntime as ort
 
@@ -84,6 +94,7 @@ def test_static_export_fixes_every_shape(tmp_path, tiny_bundle_checkpoint):
                                                              exporter="torchscript"), log=quiet)
     net = read_bundle(tmp_path / "b").network("fp32")
     assert net["inputs"][0]["shape"] == [2, 3, 4, 8, 8]
+    assert net["group_norm"] == "reshaped"  # the TorchScript exporter's form
     assert net["shapes"]["batch"] == {"min": 2, "opt": 2, "max": 2}
 
 

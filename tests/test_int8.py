@@ -71,6 +71,32 @@ def test_the_int8_network_is_symmetric_qdq_with_the_first_and_last_convolutions_
         assert weight is None or weight.op_type != "DequantizeLinear"
 
 
+def test_channel_statistics_stay_float_and_only_feature_convolutions_are_quantized(tiny_bundle, tmp_path):
+    import openvino as ov
+
+    from vdm.export.int8 import end_convs, quantize_network, quantized_convs, statistics_convs
+
+    fp32 = onnx.load(str(tiny_bundle / "unet.onnx"))  # the dynamo export: GroupNorms as channel statistics
+    generator = np.random.default_rng(0)
+    feeds = [{"x": generator.standard_normal((1, 3, 4, 8, 8)).astype(np.float32), "t": np.array([t])}
+             for t in (999, 500, 0)]
+    quantized, _ = quantize_network(fp32, feeds)
+    statistics, ends = statistics_convs(quantized), end_convs(quantized)
+    convs = [n.name for n in quantized.graph.node if n.op_type == "Conv"]
+    assert statistics and set(quantized_convs(quantized)) == set(convs) - set(statistics) - set(ends)
+    consumers = {}
+    for node in quantized.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in (n for n in quantized.graph.node if n.op_type == "DequantizeLinear"):
+        assert {user.name for user in consumers[node.output[0]]} <= set(quantized_convs(quantized))
+    onnx.save(quantized, str(tmp_path / "int8.onnx"))
+    out = {name: ov.Core().compile_model(str(path), "CPU")(feeds[0])[0] for name, path in
+           (("fp32", tiny_bundle / "unet.onnx"), ("int8", tmp_path / "int8.onnx"))}
+    assert np.isfinite(out["int8"]).all()
+    assert np.abs(out["int8"] - out["fp32"]).max() < 0.1 * np.abs(out["fp32"]).max()
+
+
 def test_openvino_runs_the_int8_network_close_to_fp32(int8_bundle):
     checkpoint, bundle, _ = int8_bundle
     gen = VideoGenerator(bundle, backend="openvino", precision="int8", threads=1)

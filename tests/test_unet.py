@@ -67,6 +67,32 @@ def test_a_fresh_unet_predicts_exactly_zero(tiny_model_config, make_tiny_unet):
     assert torch.equal(out, torch.zeros_like(out))
 
 
+@pytest.mark.parametrize("attention", ["factorized", "temporal"])
+def test_channel_statistics_norms_compute_the_same_network(tiny_model_config, make_tiny_unet, attention):
+    cfg = dataclasses.replace(tiny_model_config, temporal_attention_levels=(0, 1) if attention == "temporal" else ())
+    model = make_tiny_unet(cfg).eval()
+    with torch.no_grad():  # GroupNorm's affine parameters away from (1, 0), and activations off-centre
+        for module in model.modules():
+            if isinstance(module, torch.nn.GroupNorm) and module.affine:
+                module.weight.normal_(1.0, 0.3), module.bias.normal_(0.5, 0.3)
+    x = 2.0 * tiny_video(cfg, batch=2) + 1.0
+    with torch.no_grad():
+        reference = model(x, timesteps(300, 2))
+        statistics = model.use_channel_statistics()(x, timesteps(300, 2))
+        again = model.use_channel_statistics(False)(x, timesteps(300, 2))
+    assert torch.allclose(statistics, reference, rtol=1e-4, atol=1e-5 * reference.abs().max())
+    assert not torch.equal(statistics, reference)  # another computation...
+    assert torch.equal(again, reference)  # ...that switches back off
+
+
+def test_channel_statistics_leave_batchnorm_alone(tiny_model_config, make_tiny_unet):
+    model = make_tiny_unet(dataclasses.replace(tiny_model_config, norm="batch")).eval()
+    x = tiny_video(tiny_model_config, batch=2)
+    with torch.no_grad():
+        reference = model(x, timesteps(3, 2))
+        assert torch.allclose(model.use_channel_statistics()(x, timesteps(3, 2)), reference, atol=1e-6)
+
+
 def test_batchnorm_variant_trains_and_evaluates_at_the_input_shape(tiny_model_config, make_tiny_unet):
     model = make_tiny_unet(dataclasses.replace(tiny_model_config, norm="batch"))
     x = tiny_video(tiny_model_config, batch=2)
