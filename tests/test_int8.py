@@ -234,8 +234,12 @@ def test_the_openvino_profile_splits_each_networks_call_by_node_type(int8_bundle
     _, bundle, _ = int8_bundle
     result = invoke(profile_main, bundle, "--batch", 1, "--threads", 1, "--calls", 2)
     assert result.exit_code == 0, result.output
-    assert "**fp32** (unet.onnx)" in result.output and "**int8** (unet.int8.onnx)" in result.output
+    assert "**fp32** (unet.onnx; GroupNorm reshaped)" in result.output and "**int8** (unet.int8.onnx" in result.output
     assert "| Convolution (" in result.output and "CPU flags:" in result.output
+    both = invoke(profile_main, tiny_bundle, bundle, "--precisions", "fp32", "--batch", 1, "--threads", 1, "--calls", 2)
+    assert both.exit_code == 0, both.output  # the dynamo export (channel statistics) beside the TorchScript one
+    assert f"**fp32** ({tiny_bundle.name}/unet.onnx; GroupNorm channel statistics)" in both.output
+    assert f"**fp32** ({bundle.name}/unet.onnx; GroupNorm reshaped)" in both.output
     missing = invoke(profile_main, tiny_bundle, "--precisions", "int8")
     assert missing.exit_code == 2 and "has no int8 network" in missing.output
 

@@ -36,24 +36,28 @@ class KeepFloat32(nn.Module):
     """Marker base: modules that `cast_for_inference` leaves in float32 (they are cheap and fragile)."""
 
 
-def group_statistics(x: torch.Tensor, num_groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def group_averaging(channels: int, num_groups: int) -> torch.Tensor:
+    """(C, C, 1, 1, 1) float32: a 1x1x1 convolution kernel whose output channel c is the mean of the
+    channels in c's group."""
+    per_group = channels // num_groups
+    group = torch.arange(channels) // per_group  # (C,) each channel's group
+    return ((group[:, None] == group[None, :]).float() / per_group).reshape(channels, channels, 1, 1, 1)
+
+
+def group_statistics(x: torch.Tensor, averaging: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """GroupNorm's mean and 1/std of x (B, C, T, H, W), per channel: (B, C, 1, 1, 1) each.
 
     The same numbers as nn.GroupNorm, computed without reshaping x to (B, groups, -1): per-channel
     means of x and of x^2 (reductions that work in any memory layout; the second as an L2 norm, so no
-    x^2 tensor is written), averaged within each group by a 1x1x1 convolution with a constant block
-    matrix. Graph compilers then keep x channels-last from convolution to convolution; with the
-    reshape, OpenVINO reorders every normalized tensor to planar and back (two copies per norm: about
-    40 % of the demo's fp32 call, 2026-11-29). The variance is E[x^2] - E[x]^2 in float32: fine at
-    these activations' scale (parity against nn.GroupNorm is checked at every export). In PyTorch
-    itself nn.GroupNorm is faster, so only exports use this.
+    x^2 tensor is written), averaged within each group by the 1x1x1 convolution `averaging`
+    (`group_averaging`). Graph compilers then keep x channels-last from convolution to convolution;
+    with the reshape, OpenVINO reorders every normalized tensor to planar and back (two copies per
+    norm: 31 % of the demo's fp32 call, benchmarks/results/openvino-profile-demo-cpu-2026-11-29-epyc).
+    The variance is E[x^2] - E[x]^2 in
+    float32: fine at these activations' scale (parity against nn.GroupNorm is checked at every
+    export). PyTorch has a fused GroupNorm kernel, so only exports use this form.
     """
-    channels = x.shape[1]
-    per_group = channels // num_groups
     positions = x.shape[2] * x.shape[3] * x.shape[4]
-    group = torch.arange(channels, device=x.device) // per_group  # (C,) each channel's group
-    averaging = (group[:, None] == group[None, :]).to(x.dtype) / per_group  # (C, C) block matrix
-    averaging = averaging.reshape(channels, channels, 1, 1, 1)  # out channel <- mean of its group's channels
     mean = F.conv3d(x.mean(dim=(2, 3, 4), keepdim=True), averaging)  # (B, C, 1, 1, 1)
     root_sum_square = torch.linalg.vector_norm(x, 2, dim=(2, 3, 4), keepdim=True)  # (B, C, 1, 1, 1)
     mean_square = F.conv3d(root_sum_square * root_sum_square / positions, averaging)
@@ -64,11 +68,11 @@ class ConditionalNorm(KeepFloat32):
     """GroupNorm/BatchNorm without affine, then scale and shift predicted from the embedding.
 
     Statistics are taken in float32 whatever the network's dtype; the result returns in x's dtype.
-    `channel_statistics` (set by `Unet3D.use_channel_statistics`) computes a GroupNorm as
+    With `averaging` (set by `Unet3D.use_channel_statistics`) a GroupNorm is computed as
     `group_statistics` and one multiply-add, for exports.
     """
 
-    channel_statistics = False
+    averaging: torch.Tensor | None = None  # a constant, not a buffer: not in checkpoints, not synced by DDP
 
     def __init__(self, channels: int, emb_dim: int, kind: str, num_groups: int):
         super().__init__()
@@ -84,9 +88,9 @@ class ConditionalNorm(KeepFloat32):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         scale, shift = self.to_scale_shift(emb)[:, :, None, None, None].chunk(2, dim=1)  # (B, C, 1, 1, 1) each
-        if self.channel_statistics and isinstance(self.norm, nn.GroupNorm):
+        if self.averaging is not None:
             xf = x.float()
-            mean, rstd = group_statistics(xf, self.norm.num_groups, self.norm.eps)
+            mean, rstd = group_statistics(xf, self.averaging, self.norm.eps)
             gain = rstd * (1 + scale)
             return (xf * gain + (shift - mean * gain)).to(x.dtype)
         h = self.norm(x.float())
@@ -96,16 +100,16 @@ class ConditionalNorm(KeepFloat32):
 class PlainNorm(KeepFloat32):
     """GroupNorm with affine parameters, statistics in float32 (the output head's and attention's norm)."""
 
-    channel_statistics = False  # as in ConditionalNorm
+    averaging: torch.Tensor | None = None  # as in ConditionalNorm
 
     def __init__(self, channels: int, num_groups: int):
         super().__init__()
         self.norm = nn.GroupNorm(num_groups, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channel_statistics:
+        if self.averaging is not None:
             xf = x.float()
-            mean, rstd = group_statistics(xf, self.norm.num_groups, self.norm.eps)
+            mean, rstd = group_statistics(xf, self.averaging, self.norm.eps)
             gain = rstd * self.norm.weight.reshape(1, -1, 1, 1, 1)
             return (xf * gain + (self.norm.bias.reshape(1, -1, 1, 1, 1) - mean * gain)).to(x.dtype)
         return self.norm(x.float()).to(x.dtype)
@@ -425,8 +429,10 @@ class Unet3D(nn.Module):
         """Compute every GroupNorm as per-channel statistics and one multiply-add (`group_statistics`):
         the same function, in a form that graph compilers keep channels-last."""
         for module in self.modules():
-            if isinstance(module, (ConditionalNorm, PlainNorm)):
-                module.channel_statistics = enabled
+            if isinstance(module, (ConditionalNorm, PlainNorm)) and isinstance(module.norm, nn.GroupNorm):
+                norm = module.norm
+                module.averaging = (group_averaging(norm.num_channels, norm.num_groups).to(self.conv_in.weight.device)
+                                    if enabled else None)
         return self
 
     @property
