@@ -7,7 +7,7 @@ stay float32, and the graph's inputs and outputs stay float32 so the sampling lo
 The fp32 network, the one CPUs run, writes every GroupNorm as per-channel statistics and one
 multiply-add (`vdm.unet.group_statistics`; with the default dynamo exporter): OpenVINO then keeps
 activations channels-last between convolutions and ran the demo's call about 1.6x faster (README,
-INT8); ONNX Runtime's CPU provider was as fast either way. The fp16 network, the one GPUs run, keeps
+INT8); ONNX Runtime's CPU provider was no faster with it. The fp16 network, the one GPUs run, keeps
 the reshaped GroupNorm that ONNX Runtime CUDA and TensorRT recognise (verified on an H200 in that form).
 """
 from __future__ import annotations
@@ -99,8 +99,8 @@ def sample_inputs(model: Unet3D, shapes: ExportShapes) -> tuple[torch.Tensor, ..
 
 def channel_statistics_for(precision: str, exporter: Exporter) -> bool:
     """Whether the network writes its GroupNorms as per-channel statistics: fp32 (the CPU network)
-    from the dynamo exporter. The TorchScript exporter's constant folding loses a weight of that form
-    (an input 'onnx::Mul_...' that no node makes) on static shapes; its networks keep the GroupNorm."""
+    from the dynamo exporter. On some models the TorchScript exporter's graph of that form reads an
+    input no node makes ('onnx::Mul_...', the tests' tiny UNet); its networks keep the GroupNorm."""
     return precision == "fp32" and exporter == "dynamo"
 
 

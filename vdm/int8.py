@@ -209,7 +209,8 @@ def int8_entry(fp32_entry: dict, folder: Path, quantization: dict, samples: int,
     """The manifest entry of the int8 network in `folder`: the fp32 entry's I/O, and how it was made."""
     name = network_file("int8")
     return {
-        **{k: fp32_entry[k] for k in ("inputs", "outputs", "shapes", "opset", "exporter", "group_norm") if k in fp32_entry},
+        **{k: fp32_entry[k] for k in ("inputs", "outputs", "shapes", "opset", "exporter", "group_norm")
+           if k in fp32_entry},  # bundles exported before group_norm was recorded lack it
         "file": name, "external_data": None, "files": {name: file_record(folder / name)}, "precision": "int8",
         "parity": {"rel_error": None, "passed": False},
         "calibration": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "videos": options.calibration_videos,
