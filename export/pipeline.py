@@ -125,8 +125,15 @@ def export_bundle(checkpoint: Path, out_dir: Path, options: ExportOptions, log=p
     return manifest
 
 
+def group_norm_form(options: ExportOptions) -> str:
+    """How the exported network writes its GroupNorms (vdm.export.onnx_export), as the manifest says it."""
+    from vdm.export.onnx_export import channel_statistics_for
+
+    return "channel statistics" if channel_statistics_for(options.precision, options.exporter) else "reshaped"
+
+
 def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportOptions, parity: dict) -> dict:
-    from vdm.export.onnx_export import channel_statistics_for, io_spec
+    from vdm.export.onnx_export import io_spec
 
     inputs, outputs = io_spec(model, shapes)
     data = onnx_path.with_name(onnx_path.name + ".data")
@@ -138,8 +145,7 @@ def network_entry(model, onnx_path: Path, shapes: ExportShapes, options: ExportO
         "precision": options.precision,
         "opset": options.opset,
         "exporter": options.exporter,
-        "group_norm": ("channel statistics" if channel_statistics_for(options.precision, options.exporter)
-                       else "reshaped"),
+        "group_norm": group_norm_form(options),
         "inputs": inputs,
         "outputs": outputs,
         "shapes": {"static": shapes.static, "height": shapes.height, "width": shapes.width,
@@ -177,15 +183,19 @@ def merged_manifest(out_dir: Path, sha: str, checkpoint: Path, metadata: dict, c
 
 
 def cached_bundle(checkpoint: Path, bundle_dir: Path, log=print) -> Path:
-    """A bundle for `checkpoint` in `bundle_dir`, exported on first use and reused while the checkpoint is unchanged."""
+    """A bundle for `checkpoint` in `bundle_dir`, exported on first use and reused while the checkpoint
+    is unchanged and its network is in the form this vdm exports (an older, slower form is replaced)."""
+    options = ExportOptions()
     try:
         bundle = read_bundle(bundle_dir)
         if bundle.manifest["source"]["sha256"] == file_sha256(checkpoint) and "fp32" in bundle.networks:
             bundle.file("fp32")  # a damaged cached network is exported again, not reported
-            log(f"reusing the exported bundle in {bundle_dir}")
-            return bundle_dir
+            if bundle.networks["fp32"].get("group_norm") == group_norm_form(options):
+                log(f"reusing the exported bundle in {bundle_dir}")
+                return bundle_dir
+            log(f"the bundle in {bundle_dir} was exported by an older vdm: exporting it again")
     except VdmError:
         pass
     log(f"first use: exporting {checkpoint.name} to {bundle_dir} (once)")
-    export_bundle(checkpoint, bundle_dir, ExportOptions(), log=log)
+    export_bundle(checkpoint, bundle_dir, options, log=log)
     return bundle_dir

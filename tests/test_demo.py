@@ -1,6 +1,8 @@
 """The bundled demo model: vdm-run works out of the box, on torch and (exported once, cached) onnxruntime."""
 from __future__ import annotations
 
+import json
+
 from click.testing import CliRunner
 
 from vdm.checkpoint import read_checkpoint
@@ -35,6 +37,14 @@ def test_onnxruntime_demo_is_exported_on_first_use_then_reused(tmp_path, monkeyp
     assert second.exit_code == 0, second.output
     assert "reusing the exported bundle" in second.output
     assert (tmp_path / "b" / "sample_000.mp4").is_file()
+    manifest_path = tmp_path / "cache" / "demo-bundle" / "vdm.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["networks"]["fp32"]["group_norm"]  # as vdm wrote it before the channel-statistics form
+    manifest_path.write_text(json.dumps(manifest))
+    third = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "c")])
+    assert third.exit_code == 0, third.output
+    assert "exported by an older vdm: exporting it again" in third.output
+    assert json.loads(manifest_path.read_text())["networks"]["fp32"]["group_norm"] == "channel statistics"
 
 
 def test_frames_sheet_marks_real_clips_passing_and_a_recoloured_one_failing():
