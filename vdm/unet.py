@@ -65,12 +65,21 @@ def group_statistics(x: torch.Tensor, averaging: torch.Tensor, eps: float) -> tu
     return mean, torch.rsqrt((mean_square - mean * mean).clamp(min=0) + eps)
 
 
+def group_norm_by_statistics(x: torch.Tensor, averaging: torch.Tensor, eps: float, weight: torch.Tensor,
+                             bias: torch.Tensor) -> torch.Tensor:
+    """GroupNorm(x) * weight + bias as one multiply-add on x (B, C, T, H, W) float32, from
+    `group_statistics`; weight and bias broadcast as (B or 1, C, 1, 1, 1)."""
+    mean, rstd = group_statistics(x, averaging, eps)
+    gain = rstd * weight
+    return x * gain + (bias - mean * gain)
+
+
 class ConditionalNorm(KeepFloat32):
     """GroupNorm/BatchNorm without affine, then scale and shift predicted from the embedding.
 
     Statistics are taken in float32 whatever the network's dtype; the result returns in x's dtype.
     With `averaging` (set by `Unet3D.use_channel_statistics`) a GroupNorm is computed as
-    `group_statistics` and one multiply-add, for exports.
+    `group_norm_by_statistics`, for exports.
     """
 
     averaging: torch.Tensor | None = None  # a constant, not a buffer: not in checkpoints, not synced by DDP
@@ -90,10 +99,7 @@ class ConditionalNorm(KeepFloat32):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         scale, shift = self.to_scale_shift(emb)[:, :, None, None, None].chunk(2, dim=1)  # (B, C, 1, 1, 1) each
         if self.averaging is not None:
-            xf = x.float()
-            mean, rstd = group_statistics(xf, self.averaging, self.norm.eps)
-            gain = rstd * (1 + scale)
-            return (xf * gain + (shift - mean * gain)).to(x.dtype)
+            return group_norm_by_statistics(x.float(), self.averaging, self.norm.eps, 1 + scale, shift).to(x.dtype)
         h = self.norm(x.float())
         return (h * (1 + scale) + shift).to(x.dtype)
 
@@ -109,10 +115,8 @@ class PlainNorm(KeepFloat32):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.averaging is not None:
-            xf = x.float()
-            mean, rstd = group_statistics(xf, self.averaging, self.norm.eps)
-            gain = rstd * self.norm.weight.reshape(1, -1, 1, 1, 1)
-            return (xf * gain + (self.norm.bias.reshape(1, -1, 1, 1, 1) - mean * gain)).to(x.dtype)
+            weight, bias = (p.reshape(1, -1, 1, 1, 1) for p in (self.norm.weight, self.norm.bias))
+            return group_norm_by_statistics(x.float(), self.averaging, self.norm.eps, weight, bias).to(x.dtype)
         return self.norm(x.float()).to(x.dtype)
 
 
@@ -427,8 +431,8 @@ class Unet3D(nn.Module):
         return self
 
     def use_channel_statistics(self, enabled: bool = True) -> "Unet3D":
-        """Compute every GroupNorm as per-channel statistics and one multiply-add (`group_statistics`):
-        the same function, in a form that graph compilers keep channels-last."""
+        """Compute every GroupNorm as per-channel statistics and one multiply-add
+        (`group_norm_by_statistics`): the same function, in a form that graph compilers keep channels-last."""
         for module in self.modules():
             if isinstance(module, (ConditionalNorm, PlainNorm)) and isinstance(module.norm, nn.GroupNorm):
                 norm = module.norm
