@@ -55,8 +55,9 @@ def main(bundle_dirs: tuple[str, ...], precisions: str, batch: int, threads: int
         if bundle.model_config != cfg:
             raise click.UsageError(f"{bundle.root} holds another model than {bundles[0].root}: profile them apart")
         for precision in precisions.split(","):
+            network = OpenVINOBackend.network_for(precision)
             try:
-                path = bundle.file(OpenVINOBackend.network_for(precision))
+                path = bundle.file(network)
             except VdmError as error:  # no such network, or a file that fails its checksum
                 raise click.UsageError(str(error)) from None
             compiled = ov.Core().compile_model(str(path), "CPU", {
@@ -68,7 +69,7 @@ def main(bundle_dirs: tuple[str, ...], precisions: str, batch: int, threads: int
             per_type = node_type_ms(request, feed, calls)
             total = sum(per_type.values())
             where = f"{bundle.root.name}/{path.name}" if len(bundles) > 1 else path.name
-            norm = bundle.network(OpenVINOBackend.network_for(precision)).get("group_norm", "reshaped")
+            norm = bundle.network(network).get("group_norm", "reshaped")
             lines += [f"**{precision}** ({where}; GroupNorm {norm}): {total:.1f} ms in nodes", "",
                       "| node type (kernel) | ms | share |", "|---|---:|---:|"]
             lines += [f"| {kind} | {ms:.1f} | {100 * ms / total:.0f} % |"
