@@ -1,7 +1,7 @@
 """fp32 ONNX -> INT8 QDQ ONNX: post-training quantization of the UNet's 3D convolutions with NNCF,
 and the surgery that puts chosen convolutions back in float.
 
-What is quantized, and why (measured on the demo model, 2026-11-28, benchmarks/results/int8-*):
+What is quantized, and why (measured on the demo model, 2026-11-28/29, benchmarks/results/int8-*):
 - Only Conv nodes, weights per output channel and activations per tensor, both symmetric (NNCF's
   PERFORMANCE preset): zero points of 0 are what TensorRT's explicit quantization takes, so the same
   QDQ file serves OpenVINO here and a TensorRT build on a GPU.
@@ -12,18 +12,36 @@ What is quantized, and why (measured on the demo model, 2026-11-28, benchmarks/r
   t=500 and 690 % at t=999. So every op type but Conv is in NNCF's ignored scope.
 - No bias correction: NNCF's fast bias correction took the fully quantized demo from 26.0 to 24.8 dB
   (2026-11-29), and without it the gate kept one convolution fewer in float.
-- A few convolutions cost most of the error (on the demo, 7 of 32 took the final videos from 24.9 to
-  32.2 dB; each of the others alone costs less than 0.1 dB of it). `float_convs` takes chosen ones
-  out of one quantized network instead of quantizing again, so the quality gate (vdm/int8.py) can try
-  many choices cheaply.
+- Activations are smoothed first (SmoothQuant, Xiao et al. 2023, applied to convolutions): a per-tensor
+  int8 scale fits badly where a few input channels are far larger than the rest (on the demo, the
+  largest channel of a convolution's input is up to 38x its median channel). `smooth_activations`
+  divides each input channel by s_c = max|x_c|^alpha / max|W[:, c]|^(1 - alpha) with a Mul before
+  the convolution and multiplies the weights' input channel by s_c: the same fp32 network, with the
+  activations' outliers moved into the weights (quantized per output channel). OpenVINO folds the Mul
+  into the quantizer; TensorRT fuses it into the preceding pointwise kernel. On the demo (2026-11-29)
+  it took the fully quantized network from 26.0 to 28.8 dB and the gate kept 3 convolutions in float
+  instead of 7; alpha 0.3-0.5 did about as well, 0.7 gave 26.5 dB and 0.85 22.4 dB.
+- Weights take 8 bits where the CPU sums int8 products in int32 (VNNI, AMX; and TensorRT's GPUs), 7
+  where it does not: there oneDNN adds pairs of u8 x s8 products in int16, which saturates. NNCF's
+  default fixes that only for the first convolutions after an input, but on a conditional UNet the
+  timestep reaches nearly every convolution through its norm, so it gave 26 of the demo's 31 quantized
+  convolutions 7-bit weights everywhere. Measured on the demo, smoothed, fully quantized (2026-11-29):
+  8-bit weights 30.7 dB on AVX-512 VNNI and 26.8 dB with oneDNN capped to AVX2; 7-bit, 28.8 and 28.6 dB.
+- A few convolutions cost most of the error (on the demo without smoothing, 7 of 32 took the final
+  videos from 24.9 to 32.2 dB; each of the others alone costs less than 0.1 dB of it). `float_convs`
+  takes chosen ones out of one quantized network instead of quantizing again, so the quality gate
+  (vdm/int8.py) can try many choices cheaply.
 """
 from __future__ import annotations
 
 import functools
 import logging
 
+import numpy as np
+
 from vdm.errors import VdmError
 
+SMOOTHING_ALPHA = 0.5  # SmoothQuant's default; the fewest float convolutions on the demo (see above)
 FLOAT_SUFFIX = "__float"  # the fp32 weights and biases of a convolution taken out of int8
 
 
@@ -71,10 +89,14 @@ def quantized_convs(model) -> list[str]:
 
 
 def guard_outputs(model):
-    """Give every graph output an Identity of its own. NNCF removes no-op Casts, and the TorchScript
-    exporter ends in one that writes the output 'out': without the Identity, 'out' vanished."""
+    """A copy of `model` where every graph output has an Identity of its own. NNCF removes no-op Casts,
+    and the TorchScript exporter ends in one that writes the output 'out': without the Identity, 'out'
+    vanished."""
     import onnx
 
+    guarded = onnx.ModelProto()
+    guarded.CopyFrom(model)  # not in place: guarding a network twice makes an Identity read its own output
+    model = guarded
     outputs = {output.name for output in model.graph.output}
     producers = [(node, i) for node in model.graph.node for i, name in enumerate(node.output) if name in outputs]
     for node, i in producers:
@@ -90,11 +112,78 @@ def other_types(model, *types: str) -> list[str]:
     return sorted({node.op_type for node in model.graph.node} - set(types))
 
 
-def quantize_network(fp32_model, feeds: list[dict]) -> tuple[object, dict]:
+def inner_convs(model) -> list:
+    """The Conv nodes `quantize_network` quantizes: feature convolutions but the first and last."""
+    kept = set(end_convs(model) + statistics_convs(model))
+    return [node for node in model.graph.node if node.op_type == "Conv" and node.name not in kept]
+
+
+def channel_maxima(model, feeds: list[dict], names: list[str]) -> dict:
+    """tensor name -> max |value| per channel (C,) of that (B, C, T, H, W) tensor over `feeds`, read
+    by ONNX Runtime from a copy of `model` that outputs the tensors too."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    maxima = {name: 0.0 for name in names}
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed)):
+            maxima[name] = np.maximum(maxima[name], np.abs(value).max(axis=(0, 2, 3, 4)))
+    return maxima
+
+
+def smoothing_scales(activation_max, weight, alpha: float):
+    """s (C_in,): SmoothQuant's per-input-channel scale, max|x_c|^alpha / max|W[:, c]|^(1 - alpha);
+    weight (C_out, C_in, kT, kH, kW). Floors keep dead channels finite."""
+    weight_max = np.abs(weight).max(axis=(0, 2, 3, 4))
+    return (np.maximum(activation_max, 1e-5) ** alpha / np.maximum(weight_max, 1e-5) ** (1 - alpha)).astype(np.float32)
+
+
+def smooth_activations(fp32_model, feeds: list[dict], alpha: float = SMOOTHING_ALPHA) -> tuple[object, dict]:
+    """(a copy of `fp32_model` computing the same function, what was done): each inner convolution
+    reads its input divided per channel by `smoothing_scales` (a Mul) and has its weights multiplied by
+    them, so the activations the quantizer sees have no channel far above the rest."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(fp32_model)
+    convs = inner_convs(model)
+    maxima = channel_maxima(model, feeds, sorted({conv.input[0] for conv in convs}))
+    constants = {init.name: init for init in model.graph.initializer}
+    muls = {}
+    for conv in convs:
+        weight = numpy_helper.to_array(constants[conv.input[1]])
+        scales = smoothing_scales(maxima[conv.input[0]], weight, alpha)
+        constants[conv.input[1]].CopyFrom(numpy_helper.from_array(weight * scales[None, :, None, None, None],
+                                                                  conv.input[1]))
+        divisor = numpy_helper.from_array((1 / scales).reshape(1, -1, 1, 1, 1), f"{conv.name}_smoothing")
+        model.graph.initializer.append(divisor)
+        smoothed = f"{conv.input[0]}_smoothed_for_{conv.name}"
+        muls[conv.name] = onnx.helper.make_node("Mul", [conv.input[0], divisor.name], [smoothed],
+                                                name=f"{conv.name}_smoothing")
+        conv.input[0] = smoothed
+    nodes = [node for original in model.graph.node for node in (muls.get(original.name), original) if node]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)  # each Mul right before its convolution: still topologically sorted
+    return model, {"smoothing": f"SmoothQuant alpha {alpha:g} on {len(convs)} convolutions"}
+
+
+def quantize_network(fp32_model, feeds: list[dict], weight_bits: int = 8) -> tuple[object, dict]:
     """(the QDQ network, what was done): every convolution but the first and last quantized,
-    calibrated on `feeds` (input name -> array, one network call each)."""
+    calibrated on `feeds` (input name -> array, one network call each). `fp32_model` may be smoothed
+    first (`smooth_activations`). `weight_bits` 7 halves the weights' range (NNCF's overflow fix) for
+    CPUs without VNNI/AMX (vdm.machine.cpu_has_int8_dot_product)."""
     nncf = import_nncf()
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    overflow_fix = {8: OverflowFix.DISABLE, 7: OverflowFix.ENABLE}  # 7 bits: NNCF's overflow fix on every layer
+    if weight_bits not in overflow_fix:
+        raise VdmError(f"int8 weights take 7 or 8 bits, not {weight_bits}")
 
     model = guard_outputs(fp32_model)
     kept = end_convs(model) + statistics_convs(model)
@@ -104,11 +193,13 @@ def quantize_network(fp32_model, feeds: list[dict]) -> tuple[object, dict]:
         quantized = nncf.quantize(model, nncf.Dataset(feeds), preset=nncf.QuantizationPreset.PERFORMANCE,
                                   target_device=nncf.TargetDevice.ANY, subset_size=len(feeds),
                                   ignored_scope=nncf.IgnoredScope(names=kept, types=other_types(model, "Conv")),
-                                  advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
+                                  advanced_parameters=AdvancedQuantizationParameters(
+                                      disable_bias_correction=True, overflow_fix=overflow_fix[weight_bits]))
     finally:
         nncf.set_log_level(previous)
     return quantized, {"method": "nncf.quantize, PERFORMANCE preset (symmetric int8: TensorRT explicit "
-                                 "quantization), no bias correction", "nncf": nncf.__version__}
+                                 "quantization), no bias correction", "nncf": nncf.__version__,
+                       "weight_bits": weight_bits}
 
 
 def float_convs(quantized, fp32_model, names: list[str]):

@@ -24,7 +24,7 @@ import torch
 
 from vdm.bundle import Bundle
 from vdm.errors import VdmError
-from vdm.machine import cpu_has_fast_bf16
+from vdm.machine import cpu_has_fast_bf16, cpu_has_int8_dot_product
 from vdm.runtime.backend import empty_output, network_feed
 from vdm.runtime.bundle_backend import THREADS, BundleBackend
 from vdm.runtime.precision import resolve_precision
@@ -60,6 +60,14 @@ def choose_precision(requested: str, capabilities: set[str], flags: set[str] | N
     if resolved == "bf16" and not cpu_has_fast_bf16(flags):
         return resolved, "bf16 requested on a CPU without avx512_bf16/amx_bf16: emulated, slower than fp32"
     return resolved, f"{resolved} requested"
+
+
+def saturation_warning(network: dict, flags: set[str] | None = None) -> str:
+    """What to tell a user running 8-bit int8 weights on a CPU that sums int8 products in int16."""
+    if network.get("quantization", {}).get("weight_bits") != 8 or cpu_has_int8_dot_product(flags):
+        return ""
+    return ("; WARNING: its 8-bit weights were gated on a CPU with VNNI/AMX, and this one has neither, so its "
+            "int16 sums may saturate: re-export here with `vdm-export --int8` (7-bit weights)")
 
 
 def compiled_precision(compiled) -> str:
@@ -114,6 +122,8 @@ class OpenVINOBackend(BundleBackend):
             missing = CAPABILITY.get(self.requested_precision, self.requested_precision)
             self.reason = (f"{self.requested_precision} requested, but OpenVINO lists no {missing} on this CPU, "
                            f"so it computes {self.precision}")
+        if self.precision == "int8":
+            self.reason += saturation_warning(self.network)
         self.threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
         expected = [io["name"] for io in self.network["inputs"] + self.network["outputs"]]
         ports = [*self.compiled.inputs, *self.compiled.outputs]

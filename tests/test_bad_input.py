@@ -339,4 +339,6 @@ def test_vdm_export_refuses_int8_with_static_shapes_or_a_small_max_batch_before_
         assert "--int8 calibrates at batch 1 and gates 8 videos in one batch" in line
     line = one_error_line(invoke(export_main, tiny_checkpoint, "--out", tmp_path / "b", "--calibration-videos", 4))
     assert "--calibration-videos only applies with --int8" in line
+    line = one_error_line(invoke(export_main, tiny_checkpoint, "--out", tmp_path / "b", "--int8-weight-bits", 7))
+    assert "--int8-weight-bits only applies with --int8" in line
     assert not (tmp_path / "b").exists()

@@ -50,6 +50,11 @@ def test_the_manifest_records_how_the_int8_network_was_calibrated_and_gated(int8
     gate = entry["parity"]["gate"]
     assert entry["parity"]["passed"] and gate["psnr_db"] >= 30 and gate["max_score_change"] <= 0.05
     assert "calibration: 12 network calls (2 videos x unipc 6 steps, seed 1000)" in output
+    from vdm.machine import cpu_has_int8_dot_product
+
+    quantization = entry["quantization"]
+    assert quantization["smoothing"].startswith("SmoothQuant alpha 0.5 on ")
+    assert quantization["weight_bits"] == (8 if cpu_has_int8_dot_product() else 7)  # the gate ran on this CPU
 
 
 def test_the_int8_network_is_symmetric_qdq_with_the_first_and_last_convolutions_in_float(int8_bundle):
@@ -180,21 +185,73 @@ def run_network(model, feed) -> np.ndarray:
     return session.run(None, feed)[0]
 
 
-def test_taking_every_convolution_out_of_int8_gives_the_fp32_network_back(int8_bundle):
-    from vdm.export.int8 import float_convs, quantized_convs
+def random_feeds(count: int, batch: int = 1) -> list[dict]:
+    generator = np.random.default_rng(0)
+    return [{"x": generator.standard_normal((batch, 3, 4, 8, 8), dtype=np.float32),
+             "t": generator.integers(0, 1000, batch)} for _ in range(count)]
 
-    _, bundle, _ = int8_bundle
-    fp32, int8 = onnx.load(str(bundle / "unet.onnx")), onnx.load(str(bundle / "unet.int8.onnx"))
+
+def test_smoothing_moves_the_activations_outliers_into_the_weights_and_computes_the_same(tiny_bundle):
+    from vdm.export.int8 import channel_maxima, inner_convs, smooth_activations
+
+    fp32 = onnx.load(str(tiny_bundle / "unet.onnx"))
+    feeds, original = random_feeds(3), fp32.SerializeToString()
+    smoothed, record = smooth_activations(fp32, feeds, alpha=0.5)
+    assert fp32.SerializeToString() == original  # a copy is smoothed, not the network given
+    convs = inner_convs(fp32)
+    assert record == {"smoothing": f"SmoothQuant alpha 0.5 on {len(convs)} convolutions"}
+    assert [n.op_type for n in smoothed.graph.node].count("Mul") == [n.op_type for n in fp32.graph.node].count("Mul") + len(convs)
+    feed = random_feeds(1, batch=2)[0]
+    np.testing.assert_allclose(run_network(smoothed, feed), run_network(fp32, feed), rtol=1e-4, atol=1e-5)
+    before = channel_maxima(fp32, feeds, [c.input[0] for c in convs])
+    after = channel_maxima(smoothed, feeds, [c.input[0] for c in inner_convs(smoothed)])
+    spread = [m.max() / m.min() for m in before.values()], [m.max() / m.min() for m in after.values()]
+    assert np.median(spread[1]) < np.median(spread[0])  # the channels' ranges are closer together
+
+
+def test_taking_every_convolution_out_of_int8_gives_the_fp32_network_back(tiny_bundle):
+    from vdm.export.int8 import float_convs, quantize_network, quantized_convs, smooth_activations
+
+    fp32 = onnx.load(str(tiny_bundle / "unet.onnx"))
+    smoothed, _ = smooth_activations(fp32, random_feeds(3))
+    int8, _ = quantize_network(smoothed, random_feeds(3))
     names = quantized_convs(int8)
     assert len(names) >= 4
-    feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 4, 8, 8), dtype=np.float32),
-            "t": np.array([999, 500], dtype=np.int64)}
-    restored = float_convs(int8, fp32, names)
+    feed = random_feeds(1, batch=2)[0]
+    restored = float_convs(int8, smoothed, names)
     assert quantized_convs(restored) == [] and not any(n.op_type == "QuantizeLinear" for n in restored.graph.node)
     np.testing.assert_allclose(run_network(restored, feed), run_network(fp32, feed), rtol=1e-4, atol=1e-5)
-    one = float_convs(int8, fp32, names[:1])
+    one = float_convs(int8, smoothed, names[:1])
     assert quantized_convs(one) == names[1:]
     assert not np.allclose(run_network(one, feed), run_network(fp32, feed), rtol=1e-4, atol=1e-5)
+
+
+def test_weights_take_8_bits_or_7_for_cpus_that_sum_int8_products_in_int16(tiny_bundle):
+    from vdm.export.int8 import quantize_network
+
+    fp32, feeds = onnx.load(str(tiny_bundle / "unet.onnx")), random_feeds(2)
+    for bits, largest in ((8, 127), (7, 64)):  # NNCF's overflow fix halves the range: -64..64
+        model, record = quantize_network(fp32, feeds, weight_bits=bits)
+        constants = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+        weights = [constants[n.input[0]] for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+        assert record["weight_bits"] == bits and weights
+        assert max(int(np.abs(w.astype(int)).max()) for w in weights) == largest
+    with pytest.raises(VdmError, match="7 or 8 bits"):
+        quantize_network(fp32, feeds, weight_bits=4)
+
+
+def test_only_cpus_summing_int8_products_in_int32_take_8_bit_weights_unwarned():
+    from vdm.machine import cpu_has_int8_dot_product
+    from vdm.runtime.openvino_backend import saturation_warning
+
+    vnni, avx2 = {"avx2", "avx512f", "avx512_vnni"}, {"avx2", "fma"}
+    assert cpu_has_int8_dot_product(vnni, environ={}) and not cpu_has_int8_dot_product(avx2, environ={})
+    assert cpu_has_int8_dot_product({"amx_int8"}, environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"})
+    assert not cpu_has_int8_dot_product(vnni, environ={"ONEDNN_MAX_CPU_ISA": "AVX2"})  # capped below VNNI
+    eight, seven = {"quantization": {"weight_bits": 8}}, {"quantization": {"weight_bits": 7}}
+    assert "may saturate" in saturation_warning(eight, avx2) and "re-export" in saturation_warning(eight, avx2)
+    assert saturation_warning(eight, vnni) == saturation_warning(seven, avx2) == saturation_warning({}, avx2) == ""
 
 
 def test_int8_with_fp16_is_refused_before_any_work(tiny_checkpoint, tmp_path):

@@ -6,11 +6,15 @@ It sits above vdm.export and vdm.runtime and uses both: the runtime records the 
 compares final videos from fixed seeds on OpenVINO int8 with the PyTorch fp32 model: PSNR at least
 `min_psnr_db`, and every vdm.metrics property score within `max_score_change`.
 
-When the fully quantized network fails, each convolution is ranked by the PSNR of the videos with it
-alone in int8, and the most harmful go back to float one by one until the gate passes. On the demo
-this kept 7 of 32 in float at 1.33x fp32's speed, where keeping whole UNet levels, full resolution
-first, needed 20 in float and ran at fp32's speed (OpenVINO, batch 4, 2026-11-28). When none passes,
-nothing is written and the export exits 1.
+Before quantizing, the activations' per-channel outliers are moved into the weights (SmoothQuant,
+vdm.export.int8.smooth_activations), and the weights take 8 bits where this CPU sums int8 products
+in int32 (VNNI/AMX), else 7 (vdm.export.int8 says why; a bundle with 8-bit weights warns on a CPU
+without). When the fully quantized network fails, each convolution is ranked by the PSNR of the
+videos with it alone in int8, and the most harmful go back to float one by one until the gate
+passes. On the demo (OpenVINO, batch 4, 2026-11-29): with 8-bit weights none stays float (1.92x
+OpenVINO fp32); with 7-bit weights 5 (1.49x, oneDNN capped to AVX2); before smoothing 7. Keeping
+whole UNet levels instead, full resolution first, needed 20 in float and ran at fp32's speed
+(2026-11-28). When none passes, nothing is written and the export exits 1.
 """
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ from tqdm import tqdm
 from vdm.atomic import remove_stale, writer_prefix
 from vdm.bundle import file_record, network_file, read_bundle, write_manifest
 from vdm.errors import VdmError
+from vdm.export.int8 import SMOOTHING_ALPHA
 from vdm.fidelity import video_psnr
+from vdm.machine import cpu_has_int8_dot_product
 from vdm.metrics import score_videos
 from vdm.runtime.backend import Backend
 from vdm.runtime.generator import VideoGenerator
@@ -45,10 +51,16 @@ class Int8Options:
     gate_seed: int = 0
     min_psnr_db: float = 30.0  # final videos against PyTorch fp32 from the same noise
     max_score_change: float = 0.05  # per vdm.metrics property score
+    smoothing_alpha: float | None = SMOOTHING_ALPHA  # how much of the activations' outliers move into the weights; None: off
+    weight_bits: int | None = None  # 8 or 7; None: 8 where this CPU has VNNI/AMX (the gate runs here), else 7
 
     def __post_init__(self):
         if self.calibration_videos < 1 or self.gate_videos < 1:
             raise VdmError("--calibration-videos must be at least 1")
+        if self.weight_bits not in (None, 7, 8):
+            raise VdmError(f"--int8-weight-bits must be 7 or 8, not {self.weight_bits}")
+        if self.smoothing_alpha is not None and not 0 <= self.smoothing_alpha <= 1:
+            raise VdmError(f"the smoothing alpha must be in [0, 1], not {self.smoothing_alpha}")
 
 
 class Int8GateError(VdmError):
@@ -159,7 +171,7 @@ def export_int8(checkpoint: Path, bundle_dir: Path, options: Int8Options, log=pr
     import onnx
 
     from vdm.checkpoint import file_sha256
-    from vdm.export.int8 import import_nncf, quantize_network
+    from vdm.export.int8 import import_nncf, quantize_network, smooth_activations
 
     import_nncf()  # say what to install before any work
     bundle = read_bundle(bundle_dir)
@@ -171,7 +183,12 @@ def export_int8(checkpoint: Path, bundle_dir: Path, options: Int8Options, log=pr
     log(f"calibration: {len(feeds)} network calls ({options.calibration_videos} videos x {DEFAULT_SAMPLER} "
         f"{DEFAULT_STEPS} steps, seed {options.calibration_seed})")
     fp32_model = onnx.load(str(bundle.file("fp32")))
-    quantized, quantization = quantize_network(fp32_model, feeds)
+    smoothing = {}
+    if options.smoothing_alpha is not None:  # the same fp32 network, easier to quantize
+        fp32_model, smoothing = smooth_activations(fp32_model, feeds, options.smoothing_alpha)
+    weight_bits = options.weight_bits or (8 if cpu_has_int8_dot_product() else 7)
+    quantized, quantization = quantize_network(fp32_model, feeds, weight_bits)
+    quantization |= smoothing
     fp32_videos = reference.generate(options.gate_videos, seed=options.gate_seed)
     for stale in remove_stale(bundle.root, ".export-*", "export"):
         log(f"removed {stale.name}, left by an interrupted export")

@@ -5,6 +5,7 @@ artifact came from (benchmark reports, bundle manifests) read these, so they are
 """
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 import vdm
 
 BF16_UNIT_FLAGS = ("amx_bf16", "avx512_bf16")  # the matrix units that make bf16 faster than fp32
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 products summed in int32
 
 
 def cpu_flags() -> set[str]:
@@ -30,6 +32,17 @@ def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
     """AMX-bf16 or AVX-512 bf16: the matrix units that make bf16 convolutions faster than fp32."""
     flags = cpu_flags() if flags is None else flags
     return bool(set(BF16_UNIT_FLAGS) & flags)
+
+
+def cpu_has_int8_dot_product(flags: set[str] | None = None, environ=None) -> bool:
+    """VNNI or AMX, and not capped below them by ONEDNN_MAX_CPU_ISA (which OpenVINO's oneDNN obeys).
+    Without them (plain AVX2 or AVX-512), oneDNN adds pairs of u8 x s8 products in int16, which
+    saturates with full 8-bit weights: int8 networks for such CPUs take 7-bit weights."""
+    flags = cpu_flags() if flags is None else flags
+    environ = os.environ if environ is None else environ
+    cap = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    uncapped = cap in ("ALL", "DEFAULT") or any(isa in cap for isa in ("VNNI", "AMX", "BF16", "FP16", "AVX10"))
+    return uncapped and bool(set(INT8_DOT_PRODUCT_FLAGS) & flags)
 
 
 def cpu_model() -> str:

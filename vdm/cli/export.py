@@ -28,6 +28,9 @@ from vdm.errors import VdmError, cli_errors
                    "if its videos pass the quality gate (needs NNCF and OpenVINO).")
 @click.option("--calibration-videos", type=int,
               help="Videos whose every sampling step calibrates --int8.  [default: 16]")
+@click.option("--int8-weight-bits", type=click.Choice(["7", "8"]),
+              help="Bits of --int8's weights.  [default: 8 where this CPU has VNNI or AMX, else 7 (without, "
+                   "8-bit weights saturate)]")
 @click.option("--tensorrt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and a GPU).")
 @click.option("--min-shape", help="TensorRT profile minimum as BATCHxFRAMES, e.g. 1x8 (default: manifest).")
 @click.option("--opt-shape", help="TensorRT profile optimum as BATCHxFRAMES (default: the sample input).")
@@ -36,15 +39,18 @@ from vdm.errors import VdmError, cli_errors
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(checkpoint, out, fp16, opset, batch, frames, size, static, max_batch, max_frames, exporter,
-         external_data, int8, calibration_videos, tensorrt, min_shape, opt_shape, max_shape, workspace_gb, debug):
+         external_data, int8, calibration_videos, int8_weight_bits, tensorrt, min_shape, opt_shape, max_shape,
+         workspace_gb, debug):
     """Export CHECKPOINT (.safetensors from vdm-train) to a bundle in --out: ONNX, manifest, parity."""
     from vdm.export.pipeline import ExportOptions, export_bundle
 
     if (min_shape or opt_shape or max_shape) and not tensorrt:
         raise VdmError("--min-shape/--opt-shape/--max-shape only apply with --tensorrt")
     precision = "fp16" if fp16 else "fp32"
-    if calibration_videos is not None and not int8:
-        raise VdmError("--calibration-videos only applies with --int8")
+    stray = [flag for flag, value in (("--calibration-videos", calibration_videos),
+                                      ("--int8-weight-bits", int8_weight_bits)) if value is not None]
+    if stray and not int8:
+        raise VdmError(f"{' and '.join(stray)} only appl{'y' if len(stray) > 1 else 'ies'} with --int8")
     if int8:
         from vdm.export.int8 import import_nncf
         from vdm.int8 import Int8Options
@@ -52,7 +58,9 @@ def main(checkpoint, out, fp16, opset, batch, frames, size, static, max_batch, m
         if fp16:
             raise VdmError("--int8 is made from the fp32 network: run `vdm-export --int8` and `vdm-export --fp16` "
                            "as two commands")
-        int8_options = Int8Options() if calibration_videos is None else Int8Options(calibration_videos=calibration_videos)
+        chosen = {"calibration_videos": calibration_videos,
+                  "weight_bits": int(int8_weight_bits) if int8_weight_bits else None}
+        int8_options = Int8Options(**{k: v for k, v in chosen.items() if v is not None})
         if static or max_batch < int8_options.gate_videos:
             raise VdmError(f"--int8 calibrates at batch 1 and gates {int8_options.gate_videos} videos in one batch: "
                            f"export without --static, with --max-batch {int8_options.gate_videos} or more")
