@@ -66,8 +66,9 @@ def saturation_warning(network: dict, flags: set[str] | None = None) -> str:
     """What to tell a user running 8-bit int8 weights on a CPU that sums int8 products in int16."""
     if network.get("quantization", {}).get("weight_bits") != 8 or cpu_has_int8_dot_product(flags):
         return ""
-    return ("; WARNING: its 8-bit weights were gated on a CPU with VNNI/AMX, and this one has neither, so its "
-            "int16 sums may saturate: re-export here with `vdm-export --int8` (7-bit weights)")
+    return ("; WARNING: its 8-bit weights were gated on a CPU with VNNI/AMX, and this one has neither (or "
+            "ONEDNN_MAX_CPU_ISA keeps them off), so its int16 sums may saturate: re-export here with "
+            "`vdm-export --int8` (7-bit weights)")
 
 
 def compiled_precision(compiled) -> str:
