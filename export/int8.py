@@ -173,13 +173,19 @@ def smooth_activations(fp32_model, feeds: list[dict], alpha: float = SMOOTHING_A
     return model, {"smoothing": f"SmoothQuant alpha {alpha:g} on {len(convs)} convolutions"}
 
 
-def quantize_network(fp32_model, feeds: list[dict], weight_bits: int = 8) -> tuple[object, dict]:
+def quantize_network(fp32_model, feeds: list[dict], weight_bits: int | None = None) -> tuple[object, dict]:
     """(the QDQ network, what was done): every convolution but the first and last quantized,
     calibrated on `feeds` (input name -> array, one network call each). `fp32_model` may be smoothed
     first (`smooth_activations`). `weight_bits` 7 halves the weights' range (NNCF's overflow fix) for
-    CPUs without VNNI/AMX (vdm.machine.cpu_has_int8_dot_product)."""
+    CPUs without VNNI/AMX; None: 8 where this CPU has them (vdm.machine.cpu_has_int8_dot_product),
+    else 7."""
     nncf = import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    from vdm.machine import cpu_has_int8_dot_product
+
+    if weight_bits is None:
+        weight_bits = 8 if cpu_has_int8_dot_product() else 7
 
     overflow_fix = {8: OverflowFix.DISABLE, 7: OverflowFix.ENABLE}  # 7 bits: NNCF's overflow fix on every layer
     if weight_bits not in overflow_fix:

@@ -35,7 +35,6 @@ from vdm.bundle import file_record, network_file, read_bundle, write_manifest
 from vdm.errors import VdmError
 from vdm.export.int8 import SMOOTHING_ALPHA
 from vdm.fidelity import video_psnr
-from vdm.machine import cpu_has_int8_dot_product
 from vdm.metrics import score_videos
 from vdm.runtime.backend import Backend
 from vdm.runtime.generator import VideoGenerator
@@ -51,7 +50,7 @@ class Int8Options:
     gate_seed: int = 0
     min_psnr_db: float = 30.0  # final videos against PyTorch fp32 from the same noise
     max_score_change: float = 0.05  # per vdm.metrics property score
-    smoothing_alpha: float | None = SMOOTHING_ALPHA  # how much of the activations' outliers move into the weights; None: off
+    smoothing_alpha: float | None = SMOOTHING_ALPHA  # outliers' share moved into the weights; None: no smoothing
     weight_bits: int | None = None  # 8 or 7; None: 8 where this CPU has VNNI/AMX (the gate runs here), else 7
 
     def __post_init__(self):
@@ -186,8 +185,7 @@ def export_int8(checkpoint: Path, bundle_dir: Path, options: Int8Options, log=pr
     smoothing = {}
     if options.smoothing_alpha is not None:  # the same fp32 network, easier to quantize
         fp32_model, smoothing = smooth_activations(fp32_model, feeds, options.smoothing_alpha)
-    weight_bits = options.weight_bits or (8 if cpu_has_int8_dot_product() else 7)
-    quantized, quantization = quantize_network(fp32_model, feeds, weight_bits)
+    quantized, quantization = quantize_network(fp32_model, feeds, options.weight_bits)
     quantization |= smoothing
     fp32_videos = reference.generate(options.gate_videos, seed=options.gate_seed)
     for stale in remove_stale(bundle.root, ".export-*", "export"):
