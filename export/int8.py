@@ -112,9 +112,14 @@ def other_types(model, *types: str) -> list[str]:
     return sorted({node.op_type for node in model.graph.node} - set(types))
 
 
+def float_by_design(model) -> list[str]:
+    """The Conv nodes never quantized: the first and last feature convolutions and the statistics ones."""
+    return end_convs(model) + statistics_convs(model)
+
+
 def inner_convs(model) -> list:
     """The Conv nodes `quantize_network` quantizes: feature convolutions but the first and last."""
-    kept = set(end_convs(model) + statistics_convs(model))
+    kept = set(float_by_design(model))
     return [node for node in model.graph.node if node.op_type == "Conv" and node.name not in kept]
 
 
@@ -192,7 +197,7 @@ def quantize_network(fp32_model, feeds: list[dict], weight_bits: int | None = No
         raise VdmError(f"int8 weights take 7 or 8 bits, not {weight_bits}")
 
     model = guard_outputs(fp32_model)
-    kept = end_convs(model) + statistics_convs(model)
+    kept = float_by_design(model)
     previous = logging.getLogger("nncf").level
     nncf.set_log_level(logging.ERROR)  # NNCF logs a line per node it skips
     try:
