@@ -88,15 +88,22 @@ def quantized_convs(model) -> list[str]:
             and getattr(producers.get(node.input[1]), "op_type", None) == "DequantizeLinear"]
 
 
+def copy_of(model):
+    """A deep copy of an onnx.ModelProto: the graph surgery below never edits the network it is given."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
 def guard_outputs(model):
     """A copy of `model` where every graph output has an Identity of its own. NNCF removes no-op Casts,
     and the TorchScript exporter ends in one that writes the output 'out': without the Identity, 'out'
     vanished."""
     import onnx
 
-    guarded = onnx.ModelProto()
-    guarded.CopyFrom(model)  # not in place: guarding a network twice makes an Identity read its own output
-    model = guarded
+    model = copy_of(model)  # not in place: guarding a network twice makes an Identity read its own output
     outputs = {output.name for output in model.graph.output}
     producers = [(node, i) for node in model.graph.node for i, name in enumerate(node.output) if name in outputs]
     for node, i in producers:
@@ -129,8 +136,7 @@ def channel_maxima(model, feeds: list[dict], names: list[str]) -> dict:
     import onnx
     import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    probe = copy_of(model)
     for name in names:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -155,8 +161,7 @@ def smooth_activations(fp32_model, feeds: list[dict], alpha: float = SMOOTHING_A
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.ModelProto()
-    model.CopyFrom(fp32_model)
+    model = copy_of(fp32_model)
     convs = inner_convs(model)
     maxima = channel_maxima(model, feeds, sorted({conv.input[0] for conv in convs}))
     constants = {init.name: init for init in model.graph.initializer}
@@ -219,8 +224,7 @@ def float_convs(quantized, fp32_model, names: list[str]):
     its bias); quantizers and int8 weights nothing reads any more are dropped."""
     import onnx
 
-    model = onnx.ModelProto()
-    model.CopyFrom(quantized)
+    model = copy_of(quantized)
     producers = {out: node for node in model.graph.node for out in node.output}
     fp32_nodes = {node.name: node for node in fp32_model.graph.node}
     fp32_constants = {init.name: init for init in fp32_model.graph.initializer}
