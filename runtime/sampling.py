@@ -60,10 +60,17 @@ def step_generator(seed: int | None, device: torch.device) -> torch.Generator | 
 
 
 def sampler_for(backend: Backend, name: str, num_steps: int, spacing: str | None = None,
-                eta: float = 0.0) -> Sampler:
-    """Sampler `name` (vdm.samplers.SAMPLERS) on the training schedule of the backend's model."""
+                eta: float = 0.0, start: int | None = None) -> Sampler:
+    """Sampler `name` (vdm.samplers.SAMPLERS) on the training schedule of the backend's model.
+
+    With `start`, its plan spans timestep `start` (not T-1) down to 0: it finishes a video already
+    noised to that timestep. The sampler sees the schedule cut after `start`, so every spacing rule
+    applies unchanged.
+    """
     diffusion = backend.diffusion_config
     alphas_cumprod = Schedule.from_config(diffusion).alphas_cumprod
+    if start is not None:
+        alphas_cumprod = alphas_cumprod[: start + 1]
     return make_sampler(name, alphas_cumprod, num_steps, spacing, eta, diffusion.frame_noise_correlation)
 
 

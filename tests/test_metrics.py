@@ -21,7 +21,8 @@ from vdm.data import PALETTE, RADIUS_RANGE, ShapeTrack, SyntheticShapes, bounce,
 from vdm.errors import VdmError
 from vdm.cli.eval import main
 from vdm.diffusion import Schedule
-from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss, loss_timesteps, one_step_videos
+from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, loss_timesteps,
+                          one_step_videos, timestep_at_snr)
 from vdm.metrics import (
     PROPERTIES,
     area_range,
@@ -272,6 +273,20 @@ def test_one_step_videos_denoise_held_out_clips_at_the_nearest_snr():
     assert score_videos(one_step_videos(backend, 0.1, batches=1)[0]).pass_rate == 0.0
 
 
+def test_finished_videos_sample_from_held_out_clips_at_the_nearest_snr():
+    # An epsilon model that predicts 0 keeps x_t / sqrt(abar) as its clean video at every step, so from
+    # a nearly clean clip it finishes with the clip (and passes), from SNR 0.1 with loud noise (and fails).
+    backend = TorchBackend(Unet3D(TINY), DiffusionConfig(prediction="epsilon"), torch.device("cpu"))
+    abar = Schedule.from_config(backend.diffusion_config).alphas_cumprod
+    clips = SyntheticShapes(TINY.frames, TINY.size, seed=HELD_OUT_SEED).batch(0, LOSS_BATCH_SIZE)
+    clean, plan = finished_videos(backend, 1e4, "ddim", 6, None, batches=1)
+    assert plan == list(range(timestep_at_snr(abar, 1e4), -1, -1))  # fewer timesteps than steps below it
+    assert (clean - clips).abs().max() < 0.1 and score_videos(clean).pass_rate == 1.0
+    noisy, plan = finished_videos(backend, 0.1, "unipc", 6, None, batches=1)
+    assert plan[0] == timestep_at_snr(abar, 0.1) == one_step_videos(backend, 0.1, batches=1)[1] and len(plan) == 6
+    assert noisy.shape == clips.shape and score_videos(noisy).pass_rate == 0.0
+
+
 def test_vdm_eval_prints_the_report_and_writes_json(random_checkpoint, tmp_path):
     out = tmp_path / "eval.json"
     result = CliRunner().invoke(main, [str(random_checkpoint), "--device", "cpu", "--num-samples", "2",
@@ -286,6 +301,20 @@ def test_vdm_eval_prints_the_report_and_writes_json(random_checkpoint, tmp_path)
     assert report["held_out_loss"] > 0 and set(report["seconds"]) == {"load", "sample", "score", "loss", "one_step"}
     assert "one step from held-out clips at SNR 0.1" in result.output
     assert report["one_step"]["snr"] == 0.1 and len(report["one_step"]["videos"]) == LOSS_BATCH_SIZE
+    assert report["from_snr"] == []
+
+
+def test_vdm_eval_finishes_sampling_from_each_snr_asked(random_checkpoint, tmp_path):
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(main, [str(random_checkpoint), "--device", "cpu", "-n", "1", "--steps", "3",
+                                       "--loss-batches", "1", "--from-snr", "0.1, 10", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [run["snr"] for run in report["from_snr"]] == [0.1, 10.0]
+    for run in report["from_snr"]:
+        assert len(run["timesteps"]) == 3 and len(run["videos"]) == LOSS_BATCH_SIZE
+        assert f"from held-out clips at SNR {run['snr']:g} (t={run['timesteps'][0]}, 3 steps): count passes" in result.output
+    assert {"from_snr_0.1", "from_snr_10"} <= set(report["seconds"])
 
 
 def test_vdm_eval_checks_flags_before_loading_the_model(tmp_path):
@@ -293,6 +322,11 @@ def test_vdm_eval_checks_flags_before_loading_the_model(tmp_path):
     assert result.exit_code == 2 and "--num-samples must be at least 1" in result.output
     result = CliRunner().invoke(main, [str(tmp_path / "missing.safetensors"), "--one-step-snr", "-1"])
     assert result.exit_code == 2 and "--one-step-snr must be 0" in result.output
+    for bad in ("0.1,x", "0", "-1", "inf"):
+        result = CliRunner().invoke(main, [str(tmp_path / "missing.safetensors"), "--from-snr", bad])
+        assert result.exit_code == 2 and "--from-snr:" in result.output and "is not a positive SNR" in result.output
+    result = CliRunner().invoke(main, [str(tmp_path / "missing.safetensors"), "--from-snr", "1", "--loss-batches", "0"])
+    assert result.exit_code == 2 and "give --loss-batches 1 or more" in result.output
 
 
 def test_vdm_eval_without_a_model_or_demo_says_what_to_do(monkeypatch, tmp_path):

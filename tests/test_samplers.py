@@ -283,6 +283,20 @@ def test_v_and_epsilon_models_give_the_same_videos_when_their_predictions_agree(
     torch.testing.assert_close(eps_model.generate(**args), v_model.generate(**args), atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_a_plan_with_a_start_spans_that_timestep_down_to_the_clean_end(tiny_checkpoint, name, spacing):
+    backend = VideoGenerator(tiny_checkpoint, backend="torch", device="cpu").backend
+    if spacing == "leading":  # 0, k, 2k, ...: its noisiest step sits below the start by design
+        assert max(sampler_for(backend, name, 5, spacing, start=400).timesteps) <= 400
+        return
+    plan = sampler_for(backend, name, 5, spacing, start=400)
+    assert plan.timesteps[0] == 400 and len(plan.timesteps) == 5 and plan.timesteps[-1] < 100
+    full = sampler_for(backend, name, 5, spacing)
+    abar = Schedule.from_config(backend.diffusion_config).alphas_cumprod
+    assert plan.abars == [float(abar[t]) for t in plan.timesteps] + [1.0] and full.timesteps[0] == len(abar) - 1
+
+
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_state_does_not_leak_from_one_generation_into_the_next(tiny_checkpoint, name):
     gen = VideoGenerator(tiny_checkpoint, backend="torch", device="cpu")

@@ -12,6 +12,8 @@ held-out clips noised to one signal-to-noise ratio (`one_step_videos`). Sampling
 decides a video's content at high noise, from the network's own earlier guesses; from a real clip
 at the same noise, the network only has to keep what the clip says. A model that keeps a clip's
 colours there but whose sampled videos change colour fails in sampling, not in reading the clip.
+And its sequel (`finished_videos`): the sampler run to the end from such clips, at several SNRs,
+locates the noise levels where sampled videos lose what the metric asks for.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 from vdm.diffusion import correlate_frames
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
-from vdm.runtime.sampling import network_input
+from vdm.runtime.sampling import network_input, sample, sampler_for, step_generator
 
 HELD_OUT_SEED = 10_000  # data (and noise) seed of the held-out clips; training uses TrainConfig.seed (0)
 LOSS_BATCH_SIZE = 8  # clips per held-out loss batch
@@ -59,6 +61,11 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
     return sum(losses) / len(losses)
 
 
+def timestep_at_snr(alphas_cumprod: np.ndarray, snr: float) -> int:
+    """The training timestep whose signal-to-noise ratio abar / (1 - abar) is nearest `snr` in log."""
+    return int(np.argmin(np.abs(np.log(alphas_cumprod / (1 - alphas_cumprod)) - math.log(snr))))
+
+
 def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int = LOSS_BATCH_SIZE,
                     seed: int = HELD_OUT_SEED) -> tuple[torch.Tensor, int]:
     """The clean videos (N, C, T, H, W) the network predicts in one call from the held-out clips of
@@ -67,7 +74,7 @@ def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int 
 
     schedule = Schedule.from_config(backend.diffusion_config)
     abar = schedule.alphas_cumprod
-    step = int(np.argmin(np.abs(np.log(abar / (1 - abar)) - math.log(snr))))
+    step = timestep_at_snr(abar, snr)
     t = torch.full((batch_size,), step, device=backend.device)
     y = null_labels(backend, batch_size)
     videos = []
@@ -76,6 +83,31 @@ def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int 
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # one call: no estimate yet
         videos.append(split_prediction(out, x_t, float(abar[step]), schedule.prediction)[0])
     return torch.cat(videos), step
+
+
+def finished_videos(backend: Backend, snr: float, sampler_name: str, num_steps: int, spacing: str | None,
+                    batches: int, batch_size: int = LOSS_BATCH_SIZE,
+                    seed: int = HELD_OUT_SEED) -> tuple[torch.Tensor, list[int]]:
+    """The videos (N, C, T, H, W) a sampler finishes from the held-out clips of `held_out_loss` noised
+    to the timestep whose SNR is nearest `snr`, and its plan: `num_steps` calls (fewer where the
+    schedule has fewer timesteps below) from that timestep down to 0.
+
+    Where one_step_videos asks whether one call keeps a clip's content, this asks whether the whole
+    rest of sampling does. The pass rate against `snr` shows at which noise levels a model loses
+    what its sampled videos lack.
+    """
+    from vdm.diffusion import Schedule, q_sample
+
+    abar = Schedule.from_config(backend.diffusion_config).alphas_cumprod
+    start = timestep_at_snr(abar, snr)
+    sampler = sampler_for(backend, sampler_name, min(num_steps, start + 1), spacing, start=start)
+    t = torch.full((batch_size,), start, device=backend.device)
+    y = null_labels(backend, batch_size)
+    videos = []
+    for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the finishing check")):
+        x_t = q_sample(x0, t, noise, abar)
+        videos.append(sample(backend, x_t, sampler, y, generator=step_generator(seed + i, backend.device)))
+    return torch.cat(videos), sampler.timesteps
 
 
 def held_out_batches(backend: Backend, batches: int, batch_size: int, seed: int,

@@ -10,12 +10,35 @@ import click
 
 from vdm.cli.flags import backend_flags, pop_backend_options, sampler_flags
 from vdm.errors import VdmError, cli_errors
-from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, held_out_loss, one_step_videos
+from vdm.evaluate import HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, one_step_videos
 from vdm.runtime.backend import synchronize
 from vdm.samplers import SAMPLERS
 
 
-def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: float, json_path: str | None) -> None:
+def parse_snrs(text: str) -> list[float]:
+    """--from-snr '0.01,0.1,1' -> [0.01, 0.1, 1.0], refusing anything that is not a positive number."""
+    snrs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            snr = float(item)
+        except ValueError:
+            snr = math.nan
+        if not (math.isfinite(snr) and snr > 0):
+            raise VdmError(f"--from-snr: {item!r} is not a positive SNR (give a comma-separated list, e.g. 0.01,0.1,1)")
+        snrs.append(snr)
+    return snrs
+
+
+def held_out_summary(report: dict) -> str:
+    """One line for a QualityReport.to_dict() of videos made from held-out clips."""
+    videos = report["videos"]
+    kept = sum(v["properties"]["count"]["passed"] for v in videos)
+    return (f"count passes {kept}/{len(videos)}, {report['colors_per_video']:.2f} colours per video, "
+            f"pass rate {report['pass_rate']:.3f}")
+
+
+def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: float, from_snrs: list[float],
+                json_path: str | None) -> None:
     """Flag mistakes, before anything loads."""
     if not (math.isfinite(one_step_snr) and one_step_snr >= 0):
         raise VdmError(f"--one-step-snr must be 0 (skip the check) or a positive SNR, got {one_step_snr}")
@@ -25,6 +48,8 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
         raise VdmError(f"--steps must be at least 1, got {steps}")
     if loss_batches < 0:
         raise VdmError(f"--loss-batches must be 0 (skip the held-out loss) or more, got {loss_batches}")
+    if from_snrs and not loss_batches:
+        raise VdmError("--from-snr samples from the held-out clips of --loss-batches; give --loss-batches 1 or more")
     if json_path is not None and not Path(json_path).parent.is_dir():
         raise VdmError(f"--json {json_path}: directory {Path(json_path).parent} does not exist; create it first")
 
@@ -40,11 +65,14 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
 @click.option("--one-step-snr", default=0.1, show_default=True, type=float,
               help="Also score the clean videos predicted in one call from held-out clips noised to this "
                    "SNR (a diagnosis: does the network keep a clip's content at that noise?); 0 skips it.")
+@click.option("--from-snr", "from_snr", default="", metavar="SNRS",
+              help="Also finish sampling (this sampler and step count) from the held-out clips noised to each "
+                   "of these comma-separated SNRs, e.g. 0.01,0.1,1: at which noise levels are videos lost?")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full report here.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(model, backend, device, precision, sampler, steps, spacing, num_samples, seed, loss_batches, one_step_snr,
-         json_path, debug, **backend_options):
+         from_snr, json_path, debug, **backend_options):
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
@@ -54,7 +82,8 @@ def main(model, backend, device, precision, sampler, steps, spacing, num_samples
     from vdm.metrics import score_videos
     from vdm.runtime.generator import VideoGenerator
 
-    check_flags(num_samples, steps, loss_batches, one_step_snr, json_path)
+    from_snrs = parse_snrs(from_snr)
+    check_flags(num_samples, steps, loss_batches, one_step_snr, from_snrs, json_path)
     options = pop_backend_options(backend, backend_options)
     if model is None:
         from vdm.demo import demo_model_path
@@ -94,10 +123,17 @@ def main(model, backend, device, precision, sampler, steps, spacing, num_samples
         predicted, timestep = one_step_videos(generator.backend, one_step_snr, loss_batches)
         one_step = {"snr": one_step_snr, "timestep": timestep, **score_videos(predicted).to_dict()}
         seconds["one_step"] = time.perf_counter() - start
-        passed = sum(v["properties"]["count"]["passed"] for v in one_step["videos"])
-        click.echo(f"one step from held-out clips at SNR {one_step_snr:g} (t={timestep}): count passes "
-                   f"{passed}/{len(predicted)}, {one_step['colors_per_video']:.2f} colours per video, "
-                   f"pass rate {one_step['pass_rate']:.3f}, in {seconds['one_step']:.2f} s")
+        click.echo(f"one step from held-out clips at SNR {one_step_snr:g} (t={timestep}): "
+                   f"{held_out_summary(one_step)}, in {seconds['one_step']:.2f} s")
+
+    finished = []
+    for snr in from_snrs:
+        start = time.perf_counter()
+        videos_from, plan = finished_videos(generator.backend, snr, sampler, steps, spacing, loss_batches)
+        finished.append({"snr": snr, "timesteps": plan, **score_videos(videos_from).to_dict()})
+        seconds[f"from_snr_{snr:g}"] = time.perf_counter() - start
+        click.echo(f"from held-out clips at SNR {snr:g} (t={plan[0]}, {len(plan)} steps): "
+                   f"{held_out_summary(finished[-1])}, in {seconds[f'from_snr_{snr:g}']:.2f} s")
 
     if json_path is not None:
         result = {
@@ -105,7 +141,7 @@ def main(model, backend, device, precision, sampler, steps, spacing, num_samples
             "steps": steps, "sampler": sampler, "spacing": spacing or SAMPLERS[sampler].default_spacing,
             "seed": seed, "video_shape": list(videos.shape[1:]),
             "held_out_loss": loss, "loss_batches": loss_batches, "loss_batch_size": LOSS_BATCH_SIZE,
-            "held_out_seed": HELD_OUT_SEED, "one_step": one_step, "seconds": seconds, **report.to_dict(),
+            "held_out_seed": HELD_OUT_SEED, "one_step": one_step, "from_snr": finished, "seconds": seconds, **report.to_dict(),
         }
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
