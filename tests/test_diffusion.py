@@ -11,7 +11,7 @@ import torch
 from vdm.config import DiffusionConfig
 from vdm.errors import VdmError
 from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, linear_betas, min_snr_weight,
-                           q_sample, split_prediction, training_loss, v_target)
+                           q_sample, split_prediction, timesteps_in_snr_range, training_loss, v_target)
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -24,6 +24,13 @@ def schedule(kind: str = "cosine", prediction: str = "epsilon", steps: int = 100
 
 # ---------------------------------------------------------------------------------------------
 # Schedules
+
+
+def test_timesteps_in_an_snr_range_are_the_consecutive_ones_whose_snr_lies_in_it():
+    abar = np.array([0.99, 0.9, 0.75, 0.5, 0.25, 0.1])  # SNR 99, 9, 3, 1, 1/3, 1/9
+    assert timesteps_in_snr_range(abar, 1, math.inf) == (0, 4)
+    assert timesteps_in_snr_range(abar, 0.2, 5) == (2, 3)
+    assert timesteps_in_snr_range(abar, 0, 0.05) == (0, 0)
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])

@@ -281,6 +281,22 @@ def test_a_steps_draws_depend_only_on_the_seed_and_the_step(tmp_path, tiny_model
     assert not torch.equal(noise1, trainer.draws(6, shape)[1])
 
 
+def test_an_snr_range_draws_only_the_timesteps_whose_snr_lies_in_it(tmp_path, tiny_model_config):
+    trainer = Trainer(tiny_preset(tiny_model_config, snr_range=(1.0, math.inf)), tmp_path, CPU)
+    abar = trainer.schedule.alphas_cumprod
+    t = torch.cat([trainer.draws(step, torch.Size((2, 3, 4, 8, 8)))[0] for step in range(200)])
+    snr = abar[t] / (1 - abar[t])
+    first, count = trainer.timesteps
+    assert first == 0 and snr.min() >= 1 and t.max() >= 0.9 * count  # the range, and most of it
+    assert abar[count] / (1 - abar[count]) < 1  # the next timestep is out of it
+    assert trainer.train_step()[0].isfinite()
+
+
+def test_without_an_snr_range_every_timestep_can_be_drawn(tmp_path, tiny_model_config):
+    trainer = Trainer(tiny_preset(tiny_model_config), tmp_path, CPU)
+    assert trainer.timesteps == (0, trainer.schedule.num_timesteps)
+
+
 @pytest.mark.gpu
 def test_a_cuda_step_never_waits_for_the_gpu(tmp_path, tiny_model_config):
     if not torch.cuda.is_available():
@@ -512,8 +528,19 @@ def test_vdm_train_takes_the_lr_schedule_and_min_snr_weighting(tmp_path, tiny_to
     assert train["lr_schedule"] == "cosine" and train["min_snr_gamma"] == 5.0
 
 
+def test_vdm_train_takes_an_snr_range_and_records_it(tmp_path, tiny_toml):
+    out = tmp_path / "run"
+    result = train_cli("--config", tiny_toml, "--steps", 2, "--batch-size", 2, "--out", out, "--device", "cpu",
+                       "--snr-range", "1:inf")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["train"]["snr_range"] == [1.0, math.inf]
+
+
 @pytest.mark.parametrize("flags, message", [(("--min-snr-gamma", 0), "min_snr_gamma must be positive, got 0.0"),
-                                            (("--lr-schedule", "linear"), "Invalid value for '--lr-schedule'")])
+                                            (("--lr-schedule", "linear"), "Invalid value for '--lr-schedule'"),
+                                            (("--snr-range", "1"), "expected LOW:HIGH such as 1:inf, got '1'"),
+                                            (("--snr-range", "3:1"), "needs 0 <= LOW < HIGH, got '3:1'"),
+                                            (("--snr-range", "1e9:1e10"), "holds no training timestep")])
 def test_vdm_train_refuses_a_bad_schedule_or_gamma(tmp_path, tiny_toml, flags, message):
     result = train_cli("--config", tiny_toml, *flags, "--out", tmp_path / "run", "--device", "cpu")
     assert result.exit_code == 2 and message in result.output

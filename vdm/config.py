@@ -159,6 +159,10 @@ class TrainConfig:
     warmup_steps: int = 100  # linear learning-rate warm-up
     lr_schedule: LrScheduleKind = "constant"  # after warm-up: constant, or cosine decay to 0 at `steps`
     min_snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (5 is the paper's); None: the plain loss
+    # Train only on the timesteps whose SNR lies in [low, high]: a denoiser for part of the noise range
+    # (an "expert", as in Balaji et al.'s eDiff-I), usually fine-tuned --init-from a full-range model.
+    # None: every timestep.
+    snr_range: tuple[float, float] | None = None
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.995  # EMA of the weights (what checkpoints and samples use)
     data: str = "synthetic"  # 'synthetic' or a folder of videos
@@ -194,6 +198,10 @@ class TrainConfig:
             raise VdmError(f"lr_schedule must be one of {', '.join(get_args(LrScheduleKind))}, got {self.lr_schedule!r}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise VdmError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
+        if self.snr_range is not None:
+            if len(self.snr_range) != 2 or not 0 <= self.snr_range[0] < self.snr_range[1]:
+                raise VdmError(f"snr_range must be [low, high] with 0 <= low < high, got {list(self.snr_range)}")
+            self.snr_range = (float(self.snr_range[0]), float(self.snr_range[1]))
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

@@ -75,6 +75,14 @@ class Schedule:
         return len(self.betas)
 
 
+def timesteps_in_snr_range(alphas_cumprod: np.ndarray, low: float, high: float) -> tuple[int, int]:
+    """(first, count): the consecutive training timesteps whose SNR = abar / (1 - abar) lies in
+    [low, high] (SNR falls as t grows); count is 0 when none does."""
+    snr = np.asarray(alphas_cumprod, dtype=np.float64) / (1.0 - np.asarray(alphas_cumprod, dtype=np.float64))
+    inside = np.flatnonzero((snr >= low) & (snr <= high))
+    return (int(inside[0]), len(inside)) if len(inside) else (0, 0)
+
+
 def gather(values: np.ndarray | torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     """values[t] as float32 on t's device, shaped (B, 1, ..., 1) to broadcast over a (B, ...) tensor."""
     out = torch.as_tensor(values, device=t.device)[t].float()

@@ -43,8 +43,8 @@ from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_chec
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
-from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, q_sample, training_loss,
-                           with_estimate)
+from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, q_sample, timesteps_in_snr_range,
+                           training_loss, with_estimate)
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -147,6 +147,18 @@ def check_batch_split(train: TrainConfig, ranks: Ranks) -> None:
                        f"of {ranks.world_size * train.grad_accum}")
 
 
+def trained_timesteps(schedule: Schedule, snr_range: tuple[float, float] | None) -> tuple[int, int]:
+    """(first, count): the timesteps training draws from, all of them or those in `snr_range`."""
+    if snr_range is None:
+        return 0, schedule.num_timesteps
+    first, count = timesteps_in_snr_range(schedule.alphas_cumprod, *snr_range)
+    if count == 0:
+        snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+        raise VdmError(f"snr_range {list(snr_range)} holds no training timestep: their SNRs run from "
+                       f"{snr[-1]:.3g} to {snr[0]:.3g}")
+    return first, count
+
+
 def micro_batches(parts: int, *tensors: torch.Tensor | None) -> list[tuple]:
     """Split each (B, ...) tensor into `parts` chunks along B; None stays None in every chunk."""
     chunks = [t.chunk(parts) if t is not None else [None] * parts for t in tensors]
@@ -209,7 +221,9 @@ class Trainer:
         self.device = device
         self.ranks = ranks
         tc = self.train_cfg = preset.train
-        self.schedule = Schedule.from_config(preset.diffusion).to(device)
+        schedule = Schedule.from_config(preset.diffusion)
+        self.timesteps = trained_timesteps(schedule, tc.snr_range)  # (first, count) that draws samples from
+        self.schedule = schedule.to(device)
         m = preset.model
         check_batch_split(tc, ranks)
         dataset = make_dataset(tc.data, m.frames, m.size, tc.frame_stride, tc.seed)
@@ -313,7 +327,8 @@ class Trainer:
         drawn on the device for the whole global batch, then sliced."""
         g = self.generator.manual_seed(step_seed(self.train_cfg.seed, step, NOISE_STREAM))
         batch, local = self.train_cfg.batch_size, shape[0]
-        t = torch.randint(0, self.schedule.num_timesteps, (batch,), generator=g, device=self.device)
+        first, count = self.timesteps
+        t = first + torch.randint(0, count, (batch,), generator=g, device=self.device)
         noise = torch.randn((batch, *shape[1:]), generator=g, device=self.device)  # (B, C, T, H, W)
         noise = correlate_frames(noise, self.cfg.diffusion.frame_noise_correlation)
         drop = (torch.rand(batch, generator=g, device=self.device) < LABEL_DROPOUT
@@ -485,6 +500,19 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
         raise VdmError(str(e)) from None
 
 
+def parse_snr_range(ctx, param, value: str | None) -> tuple[float, float] | None:
+    """'LOW:HIGH' as two floats ('inf' allowed for HIGH); a malformed value is a usage error (exit 2)."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(part) for part in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"expected LOW:HIGH such as 1:inf, got {value!r}") from None
+    if not 0 <= low < high:
+        raise click.BadParameter(f"needs 0 <= LOW < HIGH, got {value!r}")
+    return low, high
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base"]),
               help="Model size and training defaults.")
@@ -500,6 +528,9 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--lr-schedule", type=click.Choice(get_args(LrScheduleKind)),
               help="After warm-up: constant, or cosine decay to 0 at --steps.  [default: constant]")
 @click.option("--min-snr-gamma", type=float, help="Min-SNR-gamma loss weighting (5 is the paper's).  [default: off]")
+@click.option("--snr-range", callback=parse_snr_range, metavar="LOW:HIGH",
+              help="Train only on timesteps whose SNR lies in [LOW, HIGH], e.g. 1:inf for a low-noise "
+                   "expert (with --init-from).  [default: all]")
 @click.option("--sample-every", type=int, help="Steps between sample videos.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/PRESET]")
@@ -519,7 +550,7 @@ def build_preset(preset: str, config: str | None, overrides: dict) -> Preset:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, lr_schedule,
-         min_snr_gamma, sample_every,
+         min_snr_gamma, snr_range, sample_every,
          checkpoint_every, out, resume, overwrite, init_from, device, workers, compile_network, seed, debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos.
 
@@ -530,10 +561,12 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
     ranks = ranks_from_env()
     settings = build_preset(preset, config, dict(
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
-        lr=lr, ema_decay=ema_decay, lr_schedule=lr_schedule, min_snr_gamma=min_snr_gamma, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
+        lr=lr, ema_decay=ema_decay, lr_schedule=lr_schedule, min_snr_gamma=min_snr_gamma,
+        snr_range=snr_range, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
         init_from=init_from, workers=workers, compile=compile_network))
     tc = settings.train
     check_batch_split(tc, ranks)  # a flag mistake is refused before any process group starts
+    trained_timesteps(Schedule.from_config(settings.diffusion), tc.snr_range)  # ... or any run folder
     device = rank_device(resolve_device(device), ranks)
     say = click.echo if ranks.is_main else (lambda *_: None)
     out = Path(out or f"runs/{preset}")
