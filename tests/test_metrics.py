@@ -21,8 +21,8 @@ from vdm.data import PALETTE, RADIUS_RANGE, ShapeTrack, SyntheticShapes, bounce,
 from vdm.errors import VdmError
 from vdm.cli.eval import main
 from vdm.diffusion import Schedule
-from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, loss_timesteps,
-                          one_step_videos, timestep_at_snr)
+from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
+                          loss_timesteps, one_step_videos, passes_by_shape_count, timestep_at_snr)
 from vdm.metrics import (
     PROPERTIES,
     area_range,
@@ -287,6 +287,23 @@ def test_finished_videos_sample_from_held_out_clips_at_the_nearest_snr():
     assert noisy.shape == clips.shape and score_videos(noisy).pass_rate == 0.0
 
 
+def test_held_out_shape_counts_are_the_shapes_of_each_held_out_clip():
+    backend = TorchBackend(Unet3D(TINY), DiffusionConfig(), torch.device("cpu"))
+    counts = held_out_shape_counts(backend, batches=2)
+    data = SyntheticShapes(TINY.frames, TINY.size, seed=HELD_OUT_SEED)
+    clips = torch.cat([data.batch(i, LOSS_BATCH_SIZE) for i in range(2)])  # as held_out_batches draws them
+    colours = [len({tuple(c) for c in clip.permute(1, 2, 3, 0).reshape(-1, 3).tolist()}) - 1 for clip in clips]
+    assert len(counts) == 2 * LOSS_BATCH_SIZE and set(counts) <= {1, 2, 3}
+    assert counts == colours  # each shape is its own colour on the background (no shape hides another whole)
+
+
+def test_passes_by_shape_count_tallies_passing_and_total_videos_per_count():
+    table = passes_by_shape_count([True, False, True, True, False], [1, 3, 1, 2, 3])
+    assert table == {1: (2, 2), 2: (1, 1), 3: (0, 2)} and list(table) == [1, 2, 3]
+    with pytest.raises(ValueError):
+        passes_by_shape_count([True], [1, 2])
+
+
 def test_vdm_eval_prints_the_report_and_writes_json(random_checkpoint, tmp_path):
     out = tmp_path / "eval.json"
     result = CliRunner().invoke(main, [str(random_checkpoint), "--device", "cpu", "--num-samples", "2",
@@ -301,6 +318,8 @@ def test_vdm_eval_prints_the_report_and_writes_json(random_checkpoint, tmp_path)
     assert report["held_out_loss"] > 0 and set(report["seconds"]) == {"load", "sample", "score", "loss", "one_step"}
     assert "one step from held-out clips at SNR 0.1" in result.output
     assert report["one_step"]["snr"] == 0.1 and len(report["one_step"]["videos"]) == LOSS_BATCH_SIZE
+    by_shapes = report["one_step"]["by_shapes"]
+    assert sum(total for _, total in by_shapes.values()) == LOSS_BATCH_SIZE and set(by_shapes) <= {"1", "2", "3"}
     assert report["from_snr"] == []
 
 
@@ -314,6 +333,9 @@ def test_vdm_eval_finishes_sampling_from_each_snr_asked(random_checkpoint, tmp_p
     for run in report["from_snr"]:
         assert len(run["timesteps"]) == 3 and len(run["videos"]) == LOSS_BATCH_SIZE
         assert f"from held-out clips at SNR {run['snr']:g} (t={run['timesteps'][0]}, 3 steps): count passes" in result.output
+        tally = ", ".join(f"{shapes} shape{'s' if shapes != '1' else ''} {passing}/{total}"
+                          for shapes, (passing, total) in run["by_shapes"].items())
+        assert f"(clips of {tally})" in result.output
     assert {"from_snr_0.1", "from_snr_10"} <= set(report["seconds"])
 
 

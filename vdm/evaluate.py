@@ -129,6 +129,25 @@ def held_out_batches(backend: Backend, batches: int, batch_size: int, seed: int,
         yield x0.to(backend.device), noise.to(backend.device)
 
 
+def held_out_shape_counts(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_SIZE,
+                          seed: int = HELD_OUT_SEED) -> list[int]:
+    """How many shapes each clip of `held_out_batches` holds (1-3), in order."""
+    from vdm.data import SyntheticShapes
+
+    cfg = backend.model_config
+    data = SyntheticShapes(cfg.frames, cfg.size, seed=seed)
+    return [len(data.tracks(i)) for i in range(batches * batch_size)]
+
+
+def passes_by_shape_count(passed: list[bool], shape_counts: list[int]) -> dict[int, tuple[int, int]]:
+    """{shapes in the clip: (videos passing, videos)} for videos made from held-out clips."""
+    table: dict[int, tuple[int, int]] = {}
+    for ok, shapes in zip(passed, shape_counts, strict=True):
+        passing, total = table.get(shapes, (0, 0))
+        table[shapes] = (passing + ok, total + 1)
+    return dict(sorted(table.items()))
+
+
 def null_labels(backend: Backend, batch_size: int) -> torch.Tensor | None:
     """A class-conditional model's null class (its unconditional prediction), else None."""
     cfg = backend.model_config
