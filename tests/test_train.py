@@ -292,6 +292,12 @@ def test_an_snr_range_draws_only_the_timesteps_whose_snr_lies_in_it(tmp_path, ti
     assert trainer.train_step()[0].isfinite()
 
 
+@pytest.mark.parametrize("bounds", [1, [1], [3, 1], ["a", "b"], [-1, 1]])
+def test_a_malformed_snr_range_is_refused_by_name(bounds):
+    with pytest.raises(VdmError, match=r"snr_range must be \[low, high\] with 0 <= low < high"):
+        TrainConfig(snr_range=bounds)
+
+
 def test_without_an_snr_range_every_timestep_can_be_drawn(tmp_path, tiny_model_config):
     trainer = Trainer(tiny_preset(tiny_model_config), tmp_path, CPU)
     assert trainer.timesteps == (0, trainer.schedule.num_timesteps)

@@ -199,9 +199,11 @@ class TrainConfig:
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise VdmError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
         if self.snr_range is not None:
-            if len(self.snr_range) != 2 or not 0 <= self.snr_range[0] < self.snr_range[1]:
-                raise VdmError(f"snr_range must be [low, high] with 0 <= low < high, got {list(self.snr_range)}")
-            self.snr_range = (float(self.snr_range[0]), float(self.snr_range[1]))
+            bounds = self.snr_range
+            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                    and all(isinstance(b, (int, float)) for b in bounds) and 0 <= bounds[0] < bounds[1]):
+                raise VdmError(f"snr_range must be [low, high] with 0 <= low < high, got {bounds!r}")
+            self.snr_range = (float(bounds[0]), float(bounds[1]))
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

@@ -78,7 +78,8 @@ class Schedule:
 def timesteps_in_snr_range(alphas_cumprod: np.ndarray, low: float, high: float) -> tuple[int, int]:
     """(first, count): the consecutive training timesteps whose SNR = abar / (1 - abar) lies in
     [low, high] (SNR falls as t grows); count is 0 when none does."""
-    snr = np.asarray(alphas_cumprod, dtype=np.float64) / (1.0 - np.asarray(alphas_cumprod, dtype=np.float64))
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    snr = abar / (1.0 - abar)
     inside = np.flatnonzero((snr >= low) & (snr <= high))
     return (int(inside[0]), len(inside)) if len(inside) else (0, 0)
 
