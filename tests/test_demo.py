@@ -16,7 +16,15 @@ def test_the_demo_checkpoint_ships_small_with_its_recipe():
     _, model_config, diffusion_config, metadata = read_checkpoint(DEMO_CHECKPOINT)
     assert (model_config.frames, model_config.size) == (8, 32) and int(metadata["step"]) > 0
     recipe = (DEMO_CHECKPOINT.parent / "TRAINING.md").read_text()
-    assert "vdm-train" in recipe and "python -m vdm.demo" in recipe
+    assert "vdm-train" in recipe and "--config vdm/demo/demo.toml" in recipe and "python -m vdm.demo" in recipe
+
+
+def test_the_recipe_config_gives_the_shipped_networks_config():
+    from vdm.config import get_preset, load_config_file
+
+    recipe = load_config_file(DEMO_CHECKPOINT.with_name("demo.toml"), get_preset("tiny"))
+    _, model_config, diffusion_config, _ = read_checkpoint(DEMO_CHECKPOINT)
+    assert (recipe.model, recipe.diffusion) == (model_config, diffusion_config)
 
 
 def test_vdm_run_without_a_model_uses_the_demo(tmp_path):
