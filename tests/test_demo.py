@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from click.testing import CliRunner
 
 from vdm.checkpoint import read_checkpoint
@@ -25,6 +26,21 @@ def test_the_recipe_config_gives_the_shipped_networks_config():
     recipe = load_config_file(DEMO_CHECKPOINT.with_name("demo.toml"), get_preset("tiny"))
     _, model_config, diffusion_config, _ = read_checkpoint(DEMO_CHECKPOINT)
     assert (recipe.model, recipe.diffusion) == (model_config, diffusion_config)
+
+
+def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    dest = tmp_path / "candidate-fp16.safetensors"
+    before = DEMO_CHECKPOINT.read_bytes()
+    subprocess.run([sys.executable, "-m", "vdm.demo", str(tiny_checkpoint), str(dest)], check=True)
+    assert DEMO_CHECKPOINT.read_bytes() == before  # the bundled demo is left alone
+    state, model_config, diffusion_config, metadata = read_checkpoint(dest)
+    source_state, source_model, source_diffusion, source_metadata = read_checkpoint(tiny_checkpoint)
+    assert (model_config, diffusion_config, metadata["step"]) == (source_model, source_diffusion, source_metadata["step"])
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    assert all(torch.allclose(state[k].float(), source_state[k].float(), rtol=1e-3, atol=1e-4) for k in state)
 
 
 def test_vdm_run_without_a_model_uses_the_demo(tmp_path):
@@ -90,3 +106,26 @@ def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_che
     assert Image.open(out).size[1] == 2 * size * SCALE + GAP  # two rows of frames, one gap between
     missing = CliRunner().invoke(frames_main, [str(tiny_checkpoint), "--out", str(tmp_path / "no" / "f.png")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_only_in_width():
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from vdm.config import get_preset, load_config_file
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "demo_gpu" / "run.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+    configs = re.search(r'CONFIGS="\$\{CONFIGS:-([^}]*)\}"', script.read_text()).group(1).split()
+    assert configs[0] == "vdm/demo/demo.toml"  # the control: the shipped recipe at the GPU's batch
+    demo = load_config_file(root / configs[0], get_preset("tiny"))
+    for config in configs[1:]:
+        candidate = load_config_file(root / config, get_preset("tiny"))
+        assert candidate.model.base_channels > demo.model.base_channels, config
+        candidate.model.base_channels = demo.model.base_channels
+        assert (candidate.model, candidate.diffusion) == (demo.model, demo.diffusion), config
