@@ -41,6 +41,10 @@ def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkp
     assert (model_config, diffusion_config, metadata["step"]) == (source_model, source_diffusion, source_metadata["step"])
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
     assert all(torch.allclose(state[k].float(), source_state[k].float(), rtol=1e-3, atol=1e-4) for k in state)
+    missing = subprocess.run([sys.executable, "-m", "vdm.demo", str(tmp_path / "none.safetensors"), str(dest)],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"error: checkpoint {tmp_path / 'none.safetensors'} does not exist"]
 
 
 def test_vdm_run_without_a_model_uses_the_demo(tmp_path):

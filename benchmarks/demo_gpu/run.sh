@@ -18,7 +18,6 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HERE="$ROOT/benchmarks/demo_gpu"
 WHEELS="$ROOT/.device/wheels"
 
 CONFIGS="${CONFIGS:-vdm/demo/demo.toml benchmarks/demo_gpu/w32.toml benchmarks/demo_gpu/w64.toml}"

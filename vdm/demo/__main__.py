@@ -13,6 +13,7 @@ import torch
 
 from vdm.checkpoint import read_checkpoint, save_checkpoint
 from vdm.demo import DEMO_CHECKPOINT
+from vdm.errors import VdmError, cli_errors
 
 
 def pack(source: str, dest: str | Path = DEMO_CHECKPOINT) -> None:
@@ -23,8 +24,13 @@ def pack(source: str, dest: str | Path = DEMO_CHECKPOINT) -> None:
     print(f"wrote {dest} ({size_mb:.1f} MB, step {metadata.get('step')})")
 
 
-if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m vdm.demo CHECKPOINT [DEST]")
+@cli_errors
+def main(*args: str) -> None:
+    if len(args) not in (1, 2):
+        raise VdmError("usage: python -m vdm.demo CHECKPOINT [DEST]")
     torch.set_grad_enabled(False)
-    pack(*sys.argv[1:])
+    pack(*args)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
