@@ -56,6 +56,10 @@ install() {
     "$PYTHON" -c "import torch, vdm; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'vdm', vdm.__file__)"
 }
 
+checkpoint() {  # NAME: where vdm-train leaves a run's latest weights
+    echo "$OUT/runs/$1/checkpoints/latest.safetensors"
+}
+
 last_rate() {  # steps/s of a run's last metrics.jsonl line
     "$PYTHON" -c "import json, sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['steps_per_s'])" \
         "$1/metrics.jsonl"
@@ -109,7 +113,7 @@ train() {
 
     local trained=()
     for name in "${names[@]}"; do
-        if [ -f "$OUT/runs/$name/checkpoints/latest.safetensors" ]; then trained+=("$name"); fi
+        if [ -f "$(checkpoint "$name")" ]; then trained+=("$name"); fi
     done
     pids=()
     for name in "${trained[@]}"; do
@@ -124,7 +128,7 @@ train() {
     # 15 MiB parts where larger (`cat NAME-fp16.safetensors.part* > NAME-fp16.safetensors`).
     local best; best="$(best_run "${trained[@]}")"
     echo "most passes: $best" | tee -a "$OUT/plan.txt"
-    "$PYTHON" -m vdm.demo "$OUT/runs/$best/checkpoints/latest.safetensors" "$OUT/$best-fp16.safetensors"
+    "$PYTHON" -m vdm.demo "$(checkpoint "$best")" "$OUT/$best-fp16.safetensors"
     split --bytes=15M --numeric-suffixes "$OUT/$best-fp16.safetensors" "$OUT/$best-fp16.safetensors.part"
     rm "$OUT/$best-fp16.safetensors"
     rm -rf "$OUT/probe" "$OUT/runs"/*/checkpoints "$OUT/runs"/*/samples
@@ -135,7 +139,7 @@ train() {
 }
 
 evaluate() {  # NAME: the issue's command, then 64 videos in fp32 with the from-SNR profile
-    local ckpt="$OUT/runs/$1/checkpoints/latest.safetensors"
+    local ckpt; ckpt="$(checkpoint "$1")"
     "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" -n 32 > "$OUT/$1-eval-n32.txt" 2>&1
     "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" --precision fp32 -n "$EVAL_N" --loss-batches 8 \
         --from-snr "$FROM_SNR" --json "$OUT/$1-eval.json" > "$OUT/$1-eval.txt" 2>&1
