@@ -171,7 +171,7 @@ def test_split_prediction_clips_x0_and_keeps_eps_consistent():
 
 def test_split_prediction_refuses_an_unknown_prediction():
     with pytest.raises(ValueError, match="unknown prediction"):
-        split_prediction(torch.zeros(1), torch.zeros(1), 0.5, "x0")
+        split_prediction(torch.zeros(1), torch.zeros(1), 0.5, "sample")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from vdm.errors import VdmError
 
 NormKind = Literal["group", "batch"]
 ScheduleKind = Literal["linear", "cosine"]
-PredictionKind = Literal["epsilon", "v"]
+PredictionKind = Literal["epsilon", "v", "x0"]
 LrScheduleKind = Literal["constant", "cosine"]
 MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
 
@@ -45,6 +45,12 @@ class ModelConfig:
     # in_channels more input channels (zeros at the first step): self-conditioning, Chen et al.'s
     # Analog Bits, which lets each step keep the discrete choices (here colours) the last one made.
     self_condition: bool = False
+    # The colours (RGB, 0..255) every pixel of the data takes, when it takes only a few, as the demo's
+    # shapes on black do. The network then predicts, per pixel, logits over these colours and outputs
+    # their expected colour as its clean-video estimate (prediction "x0"); training uses the
+    # cross-entropy of the logits (Dieleman et al. 2022's CDCD). So a pixel between two colours is a
+    # mix of the two, never a third colour made of their shared channel. Empty: predict RGB directly.
+    palette: tuple[tuple[int, int, int], ...] = ()
     frames: int = 8  # the clip length the model is trained at (default for generation)
     size: int = 32  # the frame size (H = W) the model is trained at
 
@@ -53,6 +59,7 @@ class ModelConfig:
         self.attention_levels = tuple(self.attention_levels)
         self.joint_attention_levels = tuple(self.joint_attention_levels)
         self.temporal_attention_levels = tuple(self.temporal_attention_levels)
+        self.palette = tuple(tuple(colour) for colour in self.palette)
         self.validate()
 
     @property
@@ -99,6 +106,13 @@ class ModelConfig:
                 raise VdmError(f"{ch} channels do not divide into num_heads={self.num_heads}")
         if self.num_classes < 0:
             raise VdmError("num_classes must be >= 0")
+        if self.palette:
+            if self.in_channels != 3:
+                raise VdmError(f"a palette needs RGB video (in_channels = 3), got in_channels={self.in_channels}")
+            if len(self.palette) < 2 or any(len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+                                            for c in self.palette):
+                raise VdmError(f"palette must list at least 2 colours as [R, G, B] integers in 0..255, "
+                               f"got {[list(c) for c in self.palette]}")
         check_video_shape(self, self.frames, self.size, self.size)
 
 
@@ -139,8 +153,8 @@ class DiffusionConfig:
     def __post_init__(self):
         if self.schedule not in ("linear", "cosine"):
             raise VdmError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
-        if self.prediction not in ("epsilon", "v"):
-            raise VdmError(f"prediction must be 'epsilon' or 'v', got {self.prediction!r}")
+        if self.prediction not in get_args(PredictionKind):
+            raise VdmError(f"prediction must be one of {', '.join(get_args(PredictionKind))}, got {self.prediction!r}")
         if self.num_timesteps < 2:
             raise VdmError("num_timesteps must be at least 2")
         if not (math.isfinite(self.noise_shift) and self.noise_shift > 0):
@@ -217,6 +231,18 @@ class Preset:
     model: ModelConfig
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        check_output_kind(self.model, self.diffusion)
+        if self.model.palette and self.train.min_snr_gamma is not None:
+            raise VdmError("min_snr_gamma weights a squared error; a palette model trains on cross-entropy")
+
+
+def check_output_kind(model: ModelConfig, diffusion: DiffusionConfig) -> None:
+    """A palette network outputs a clean video, so it needs prediction "x0"."""
+    if model.palette and diffusion.prediction != "x0":
+        raise VdmError(f'a palette model predicts the clean video: it needs [diffusion] prediction = "x0", '
+                       f"got {diffusion.prediction!r}")
 
 
 def presets() -> dict[str, Preset]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vdm.config import DiffusionConfig
 
@@ -119,7 +120,8 @@ def min_snr_weight(abar: torch.Tensor, gamma: float, prediction: str) -> torch.T
     """Min-SNR-gamma loss weights (Hang et al. 2023): each timestep's loss as if it were x0's MSE
     weighted by min(SNR, gamma), so the easy low-noise steps stop dominating training.
 
-    SNR = abar / (1 - abar); epsilon targets take min(SNR, gamma) / SNR, v targets min(SNR, gamma) / (SNR + 1).
+    SNR = abar / (1 - abar); epsilon targets take min(SNR, gamma) / SNR, v targets min(SNR, gamma) / (SNR + 1),
+    x0 targets min(SNR, gamma).
     """
     snr = abar / (1 - abar)
     clipped = snr.clamp(max=gamma)
@@ -127,6 +129,8 @@ def min_snr_weight(abar: torch.Tensor, gamma: float, prediction: str) -> torch.T
         return clipped / snr
     elif prediction == "v":
         return clipped / (snr + 1)
+    elif prediction == "x0":
+        return clipped
     else:
         raise ValueError(f"unknown prediction {prediction!r}")
 
@@ -140,12 +144,31 @@ def training_loss(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Ten
         target = noise
     elif schedule.prediction == "v":
         target = v_target(x0, noise, abar)
+    elif schedule.prediction == "x0":
+        target = x0
     else:
         raise ValueError(f"unknown prediction {schedule.prediction!r}")
     error = (model_output.float() - target) ** 2
     if min_snr_gamma is None:
         return torch.mean(error)
     return torch.mean(error * min_snr_weight(abar, min_snr_gamma, schedule.prediction))
+
+
+def palette_colours(palette: tuple[tuple[int, int, int], ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """RGB colours in 0..255 -> (K, 3) float32 in [-1, 1], the video's range."""
+    return torch.tensor(palette, dtype=torch.float32, device=device) / 127.5 - 1
+
+
+def palette_labels(x0: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) video, (K, 3) colours -> (B, T, H, W) int64: each pixel's nearest colour."""
+    distances = (x0.float()[:, None] - colours[None, :, :, None, None, None]).square().sum(2)  # (B, K, T, H, W)
+    return distances.argmin(1)
+
+
+def palette_loss(logits: torch.Tensor, x0: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a palette network's logits (B, K, T, H, W) against the colour of each pixel of
+    the clean video x0 (B, 3, T, H, W), averaged over pixels and timesteps alike (as CDCD trains)."""
+    return F.cross_entropy(logits.float(), palette_labels(x0, colours))
 
 
 def clean_from_output(model_output: torch.Tensor, x_t: torch.Tensor, a: float | torch.Tensor,
@@ -155,6 +178,8 @@ def clean_from_output(model_output: torch.Tensor, x_t: torch.Tensor, a: float | 
         return (x_t - b * model_output) / a
     if prediction == "v":
         return a * x_t - b * model_output
+    if prediction == "x0":
+        return model_output
     raise ValueError(f"unknown prediction {prediction!r}")
 
 

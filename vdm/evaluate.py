@@ -45,11 +45,17 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
     """Mean training loss (vdm.diffusion.training_loss) of `backend` over `batches` held-out batches.
 
     Batch i: the clips and noise of `held_out_batches`, at the i-th row of `loss_timesteps`. A
-    class-conditional model is asked for its unconditional prediction.
+    class-conditional model is asked for its unconditional prediction. An x0 model (a palette model)
+    is scored on the v its clean video implies, so its loss compares with a v model's.
     """
-    from vdm.diffusion import Schedule, q_sample, training_loss
+    import dataclasses
+
+    from vdm.diffusion import Schedule, gather, q_sample, training_loss
 
     schedule = Schedule.from_config(backend.diffusion_config)
+    implied_v = schedule.prediction == "x0"
+    if implied_v:
+        schedule = dataclasses.replace(schedule, prediction="v")
     timesteps = loss_timesteps(schedule.num_timesteps, batches, batch_size)
     y = null_labels(backend, batch_size)
     losses = []
@@ -57,6 +63,9 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
         t = timesteps[i].to(backend.device)
         x_t = q_sample(x0, t, noise, schedule.alphas_cumprod)
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # no self-conditioning estimate
+        if implied_v:
+            abar = gather(schedule.alphas_cumprod, t, x0.ndim)
+            out = (abar.sqrt() * x_t - out) / (1 - abar).sqrt()  # v = (a x_t - x0) / b
         losses.append(training_loss(out, x0, noise, t, schedule).item())
     return sum(losses) / len(losses)
 

@@ -43,8 +43,8 @@ from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_chec
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
-from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, q_sample, timesteps_in_snr_range,
-                           training_loss, with_estimate)
+from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, palette_colours, palette_loss,
+                           q_sample, timesteps_in_snr_range, training_loss, with_estimate)
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -225,6 +225,7 @@ class Trainer:
         self.timesteps = trained_timesteps(schedule, tc.snr_range)  # (first, count) that draws samples from
         self.schedule = schedule.to(device)
         m = preset.model
+        self.colours = palette_colours(m.palette, device) if m.palette else None  # (K, 3) a palette model's
         check_batch_split(tc, ranks)
         dataset = make_dataset(tc.data, m.frames, m.size, tc.frame_stride, tc.seed)
         workers = tc.workers if tc.workers is not None else auto_setting(AUTO_WORKERS, device, "workers")
@@ -346,7 +347,9 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             if estimate is not None:
                 x_t = self.self_conditioned(x_t, t, y, estimate)
-            out = self.network(x_t.contiguous(memory_format=self.memory_format), t, y)
+            out = self.network(x_t.contiguous(memory_format=self.memory_format), t, y, logits=self.colours is not None)
+        if self.colours is not None:
+            return palette_loss(out, x0, self.colours)
         return training_loss(out, x0, noise, t, self.schedule, self.train_cfg.min_snr_gamma)
 
     def self_conditioned(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,

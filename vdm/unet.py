@@ -1,4 +1,4 @@
-"""The 3D UNet that predicts noise (or v) for a video: forward(x (B,C,T,H,W), t (B,), y (B,)) -> (B,C,T,H,W).
+"""The 3D UNet that predicts noise (or v, or x0) for a video: forward(x (B,C,T,H,W), t (B,), y (B,)) -> (B,C,T,H,W).
 
 Encoder of residual 3D conv blocks with downsampling, a middle block with attention, and a decoder
 with skip connections and upsampling. Every residual block's normalization is conditional: its
@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vdm.config import ModelConfig, check_video_shape
+from vdm.diffusion import palette_colours
 
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -344,6 +345,21 @@ class Level(nn.Module):
         return h
 
 
+class PaletteMix(KeepFloat32):
+    """Logits over K palette colours (B, K, T, H, W) -> their expected colour (B, 3, T, H, W) in [-1, 1].
+
+    A 1x1x1 convolution with the colours as its fixed weights, after a float32 softmax: export-friendly
+    and layout-agnostic. The colours come from the config, so they are not saved with the weights."""
+
+    def __init__(self, palette: tuple[tuple[int, int, int], ...]):
+        super().__init__()
+        colours = palette_colours(palette)  # (K, 3)
+        self.register_buffer("weight", colours.T.reshape(3, len(palette), 1, 1, 1).contiguous(), persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.conv3d(torch.softmax(logits.float(), dim=1), self.weight)
+
+
 class Unet3D(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -389,9 +405,10 @@ class Unet3D(nn.Module):
         assert not skips, "every skip connection is consumed"
 
         self.norm_out = PlainNorm(ch, cfg.num_groups)
-        self.conv_out = nn.Conv3d(ch, cfg.in_channels, 3, padding=1)
+        self.conv_out = nn.Conv3d(ch, len(cfg.palette) or cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.palette_mix = PaletteMix(cfg.palette) if cfg.palette else nn.Identity()
 
     def check_input(self, x: torch.Tensor) -> None:
         """ValueError naming the problem when x is not a (B, C, T, H, W) video this UNet can take."""
@@ -399,11 +416,13 @@ class Unet3D(nn.Module):
             raise ValueError(f"expected x of shape (B, {self.cfg.network_channels}, T, H, W), got {tuple(x.shape)}")
         check_video_shape(self.cfg, x.shape[2], x.shape[3], x.shape[4])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                logits: bool = False) -> torch.Tensor:
         """x (B, C, T, H, W) float32, t (B,) timesteps, y (B,) class labels (None = the null class).
 
         With self_condition, x is (B, 2C, T, H, W): the noisy video, then the clean-video estimate
-        (vdm.diffusion.with_estimate). Returns the prediction (B, C, T, H, W) in float32.
+        (vdm.diffusion.with_estimate). Returns the prediction (B, C, T, H, W) in float32; with a
+        palette, the expected clean video, or with `logits` the colour logits (B, K, T, H, W) it mixes.
         """
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(x)
@@ -420,7 +439,8 @@ class Unet3D(nn.Module):
         h = self.mid_block2(self.mid_joint(self.mid_attention(self.mid_block1(h, emb))), emb)
         for level, up in zip(self.up, self.upsample):
             h = up(level(h, emb, skips, decoder=True))
-        return self.conv_out(F.silu(self.norm_out(h))).float()
+        out = self.conv_out(F.silu(self.norm_out(h))).float()
+        return out if logits else self.palette_mix(out)
 
     def cast_for_inference(self, dtype: torch.dtype) -> "Unet3D":
         """Convolutions and attention projections in `dtype`; norms and embeddings stay float32."""
