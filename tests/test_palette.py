@@ -29,6 +29,8 @@ X0 = DiffusionConfig(prediction="x0")
 def test_a_palette_needs_x0_prediction_and_valid_colours(tmp_path):
     with pytest.raises(VdmError, match='needs \\[diffusion\\] prediction = "x0"'):
         Preset(model=PAL)
+    with pytest.raises(VdmError, match="this model has no palette"):
+        Preset(model=_tiny_model_config(), train=TrainConfig(palette_v_loss=1.0))
     with pytest.raises(VdmError, match="min_snr_gamma"):
         Preset(model=PAL, diffusion=X0, train=TrainConfig(min_snr_gamma=5.0))
     for bad in ([(0, 0, 0)], [(0, 0, 0), (256, 0, 0)], [(0, 0, 0), (1, 2)]):
@@ -74,6 +76,23 @@ def test_training_minimises_the_cross_entropy_from_log_k(tmp_path):
     assert float(first) == pytest.approx(math.log(len(COLOURS)), rel=1e-5)
     losses = [float(trainer.train_step()[0]) for _ in range(30)]
     assert np.mean(losses[-5:]) < 0.5 * float(first)
+
+
+def test_palette_v_loss_adds_the_squared_error_of_the_implied_v(tmp_path):
+    preset = Preset(model=PAL, diffusion=X0, train=TrainConfig(batch_size=2, palette_v_loss=0.5, sample_every=0))
+    trainer = Trainer(preset, tmp_path, CPU)
+    perturb = _make_tiny_unet(PAL, seed=4)
+    trainer.model.load_state_dict(perturb.state_dict())
+    x0 = torch.from_numpy(np.stack([SyntheticShapes(frames=4, size=8, seed=s)[0] for s in range(2)]))
+    noise, t = torch.randn_like(x0), torch.tensor([30, 700])
+    abar = torch.from_numpy(Schedule.from_config(X0).alphas_cumprod)[t].float().reshape(-1, 1, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    with torch.no_grad():
+        logits = trainer.model(x_t, t, logits=True)
+        loss = trainer.palette_loss_on(logits, x0, x_t, noise, t)
+        squared_v_error = ((x0 - trainer.model(x_t, t)) ** 2 / (1 - abar)).mean()  # v error = x0 error / sigma
+    expected = palette_loss(logits, x0, palette_colours(COLOURS)) + 0.5 * squared_v_error
+    assert float(loss) == pytest.approx(float(expected), rel=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -177,6 +177,9 @@ class TrainConfig:
     # (an "expert", as in Balaji et al.'s eDiff-I), usually fine-tuned --init-from a full-range model.
     # None: every timestep.
     snr_range: tuple[float, float] | None = None
+    # A palette model's loss adds this times the squared error of the v its clean video implies (the
+    # loss a v model trains on) to the cross-entropy of its logits. 0: the cross-entropy alone.
+    palette_v_loss: float = 0.0
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.995  # EMA of the weights (what checkpoints and samples use)
     data: str = "synthetic"  # 'synthetic' or a folder of videos
@@ -220,6 +223,8 @@ class TrainConfig:
             self.snr_range = (float(bounds[0]), float(bounds[1]))
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.palette_v_loss) and self.palette_v_loss >= 0):
+            raise VdmError(f"palette_v_loss must be >= 0, got {self.palette_v_loss}")
         if not 0 <= self.ema_decay < 1:
             raise VdmError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.batch_size % self.grad_accum:
@@ -236,6 +241,8 @@ class Preset:
         check_output_kind(self.model, self.diffusion)
         if self.model.palette and self.train.min_snr_gamma is not None:
             raise VdmError("min_snr_gamma weights a squared error; a palette model trains on cross-entropy")
+        if self.train.palette_v_loss and not self.model.palette:
+            raise VdmError("palette_v_loss weights part of a palette model's loss; this model has no palette")
 
 
 def check_output_kind(model: ModelConfig, diffusion: DiffusionConfig) -> None:

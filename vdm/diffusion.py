@@ -171,6 +171,11 @@ def palette_loss(logits: torch.Tensor, x0: torch.Tensor, colours: torch.Tensor) 
     return F.cross_entropy(logits.float(), palette_labels(x0, colours))
 
 
+def v_from_clean(x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """The v a clean-video estimate implies at x_t: (sqrt(abar) x_t - x0) / sqrt(1 - abar)."""
+    return (abar.sqrt() * x_t - x0) / (1 - abar).sqrt()
+
+
 def clean_from_output(model_output: torch.Tensor, x_t: torch.Tensor, a: float | torch.Tensor,
                       b: float | torch.Tensor, prediction: str) -> torch.Tensor:
     """The clean video x_0 the network's output implies, where x_t = a x_0 + b eps (a = sqrt(alpha_bar))."""

@@ -50,7 +50,7 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
     """
     import dataclasses
 
-    from vdm.diffusion import Schedule, gather, q_sample, training_loss
+    from vdm.diffusion import Schedule, gather, q_sample, training_loss, v_from_clean
 
     schedule = Schedule.from_config(backend.diffusion_config)
     implied_v = schedule.prediction == "x0"
@@ -64,8 +64,7 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
         x_t = q_sample(x0, t, noise, schedule.alphas_cumprod)
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # no self-conditioning estimate
         if implied_v:
-            abar = gather(schedule.alphas_cumprod, t, x0.ndim)
-            out = (abar.sqrt() * x_t - out) / (1 - abar).sqrt()  # v = (a x_t - x0) / b
+            out = v_from_clean(out, x_t, gather(schedule.alphas_cumprod, t, x0.ndim))
         losses.append(training_loss(out, x0, noise, t, schedule).item())
     return sum(losses) / len(losses)
 
