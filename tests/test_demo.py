@@ -112,7 +112,7 @@ def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_che
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
-def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_only_in_width():
+def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_in_width_or_output_only():
     import re
     import subprocess
     from pathlib import Path
@@ -126,10 +126,14 @@ def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_o
     assert usage.returncode == 2 and "usage" in usage.stderr
 
     configs = re.search(r'CONFIGS="\$\{CONFIGS:-([^}]*)\}"', script.read_text()).group(1).split()
-    assert configs[0] == "vdm/demo/demo.toml"  # the control: the shipped recipe at the GPU's batch
+    assert configs[0] == "vdm/demo/demo.toml" and all((root / c).is_file() for c in configs)  # the control first
     demo = load_config_file(root / configs[0], get_preset("tiny"))
-    for config in configs[1:]:
-        candidate = load_config_file(root / config, get_preset("tiny"))
-        assert candidate.model.base_channels > demo.model.base_channels, config
-        candidate.model.base_channels = demo.model.base_channels
+    for config in sorted((root / "benchmarks" / "demo_gpu").glob("*.toml")):
+        candidate = load_config_file(config, get_preset("tiny"))
+        if config.name == "palette.toml":
+            assert candidate.model.palette and candidate.diffusion.prediction == "x0"
+            candidate.model.palette, candidate.diffusion.prediction = demo.model.palette, demo.diffusion.prediction
+        else:
+            assert candidate.model.base_channels > demo.model.base_channels, config
+            candidate.model.base_channels = demo.model.base_channels
         assert (candidate.model, candidate.diffusion) == (demo.model, demo.diffusion), config
