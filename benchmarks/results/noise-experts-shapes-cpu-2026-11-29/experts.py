@@ -1,5 +1,6 @@
 """Scratch: two checkpoints as noise-level experts, one backend: HIGH predicts where SNR(t) < SWITCH,
-LOW where SNR(t) >= SWITCH. Scores videos from noise (N) and finished from held-out clips at SNRS.
+LOW where SNR(t) >= SWITCH; an x0 (palette) checkpoint's output goes on as the v it implies (added
+2026-11-30, for demo-palette-cpu-2026-11-30; v checkpoints run as before). Scores videos from noise (N) and finished from held-out clips at SNRS.
 usage: python experts.py HIGH LOW SWITCH N SNRS"""
 import sys, numpy as np, torch
 from vdm.runtime.backend import load_backend
@@ -16,7 +17,11 @@ snr = torch.as_tensor(abar / (1 - abar))
 class Experts(type(high)):
     def __init__(self): self.__dict__.update(high.__dict__)
     def predict(self, x, t, y):
-        return (low if float(snr[int(t[0])]) >= switch else high).predict(x, t, y)
+        m = low if float(snr[int(t[0])]) >= switch else high
+        out = m.predict(x, t, y)
+        if m.diffusion_config.prediction == "x0":  # as the v it implies, for the v sampler
+            a = float(abar[int(t[0])]) ** 0.5; out = (a * x - out) / (1 - a * a) ** 0.5
+        return out
 b = Experts()
 if n:
     vids = torch.cat([VideoGenerator(backend=b).generate(8, seed=s) for s in range(n // 8)])
