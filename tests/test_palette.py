@@ -89,10 +89,19 @@ def test_palette_v_loss_adds_the_squared_error_of_the_implied_v(tmp_path):
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
     with torch.no_grad():
         logits = trainer.model(x_t, t, logits=True)
-        loss = trainer.palette_loss_on(logits, x0, x_t, noise, t)
+        loss = trainer.palette_loss_on(logits, x0, t)
         squared_v_error = ((x0 - trainer.model(x_t, t)) ** 2 / (1 - abar)).mean()  # v error = x0 error / sigma
     expected = palette_loss(logits, x0, palette_colours(COLOURS)) + 0.5 * squared_v_error
     assert float(loss) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_a_self_conditioned_palette_model_trains_with_the_v_loss(tmp_path):
+    model = _tiny_model_config(palette=COLOURS, self_condition=True)
+    preset = Preset(model=model, diffusion=X0, train=TrainConfig(steps=2, batch_size=4, warmup_steps=1,
+                                                                  palette_v_loss=1.0, sample_every=0))
+    trainer = Trainer(preset, tmp_path, CPU)
+    losses = [float(trainer.train_step()[0]) for _ in range(2)]
+    assert all(math.isfinite(loss) for loss in losses)
 
 
 @pytest.fixture(scope="module")

@@ -238,18 +238,13 @@ class Preset:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        check_output_kind(self.model, self.diffusion)
+        if self.model.palette and self.diffusion.prediction != "x0":  # its output is a clean video
+            raise VdmError(f'a palette model predicts the clean video: it needs [diffusion] prediction = "x0", '
+                           f"got {self.diffusion.prediction!r}")
         if self.model.palette and self.train.min_snr_gamma is not None:
             raise VdmError("min_snr_gamma weights a squared error; a palette model trains on cross-entropy")
         if self.train.palette_v_loss and not self.model.palette:
             raise VdmError("palette_v_loss weights part of a palette model's loss; this model has no palette")
-
-
-def check_output_kind(model: ModelConfig, diffusion: DiffusionConfig) -> None:
-    """A palette network outputs a clean video, so it needs prediction "x0"."""
-    if model.palette and diffusion.prediction != "x0":
-        raise VdmError(f'a palette model predicts the clean video: it needs [diffusion] prediction = "x0", '
-                       f"got {diffusion.prediction!r}")
 
 
 def presets() -> dict[str, Preset]:

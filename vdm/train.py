@@ -44,7 +44,7 @@ from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, Tr
                         load_config_file, to_dict)
 from vdm.data import make_dataset
 from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, palette_colours, palette_loss,
-                           q_sample, timesteps_in_snr_range, training_loss, v_from_clean, v_target, with_estimate)
+                           q_sample, timesteps_in_snr_range, training_loss, with_estimate)
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -349,20 +349,19 @@ class Trainer:
                 x_t = self.self_conditioned(x_t, t, y, estimate)
             out = self.network(x_t.contiguous(memory_format=self.memory_format), t, y, logits=self.colours is not None)
         if self.colours is not None:
-            return self.palette_loss_on(out, x0, x_t, noise, t)
+            return self.palette_loss_on(out, x0, t)
         return training_loss(out, x0, noise, t, self.schedule, self.train_cfg.min_snr_gamma)
 
-    def palette_loss_on(self, logits: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, noise: torch.Tensor,
-                        t: torch.Tensor) -> torch.Tensor:
+    def palette_loss_on(self, logits: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """A palette model's loss: the cross-entropy of its logits (b, K, T, H, W), plus palette_v_loss
-        times the v loss of the v its clean video implies."""
+        times the v loss of the v its clean video implies (whose error is the clean video's / sigma)."""
         loss = palette_loss(logits, x0, self.colours)
         weight = self.train_cfg.palette_v_loss
         if weight == 0:
             return loss
         abar = gather(self.schedule.alphas_cumprod, t, x0.ndim)
-        v = v_from_clean(self.model.palette_mix(logits), x_t, abar)  # palette_mix has no weights to sync
-        return loss + weight * torch.mean((v - v_target(x0, noise, abar)) ** 2)
+        clean = self.model.palette_mix(logits)  # palette_mix has no weights, so DDP need not see it
+        return loss + weight * torch.mean((clean - x0) ** 2 / (1 - abar))
 
     def self_conditioned(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
                          estimate: torch.Tensor) -> torch.Tensor:
