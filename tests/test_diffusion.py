@@ -10,8 +10,8 @@ import torch
 
 from vdm.config import DiffusionConfig
 from vdm.errors import VdmError
-from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, linear_betas, min_snr_weight,
-                           q_sample, split_prediction, timesteps_in_snr_range, training_loss, v_target)
+from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, implied_v_loss, linear_betas,
+                           min_snr_weight, q_sample, split_prediction, timesteps_in_snr_range, training_loss, v_target)
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -145,6 +145,20 @@ def test_v_loss_targets_sqrt_abar_eps_minus_sqrt_one_minus_abar_x0():
     torch.testing.assert_close(v_target(x0, noise, abar), v, rtol=0, atol=0)
     assert training_loss(v, x0, noise, t, s).item() == pytest.approx(0.0, abs=1e-12)
     assert training_loss(noise, x0, noise, t, s).item() > 0.01  # the epsilon target is not the v target
+
+
+def test_x0_loss_is_the_clean_videos_squared_error_and_its_implied_v_loss_that_of_a_v_model():
+    s, v = schedule(prediction="x0"), schedule(prediction="v")
+    x0, noise, out = randn(2, 3, 2, 4, 4, seed=1), randn(2, 3, 2, 4, 4, seed=2), randn(2, 3, 2, 4, 4, seed=3)
+    t = torch.tensor([5, 500])
+    torch.testing.assert_close(training_loss(out, x0, noise, t, s), ((out - x0) ** 2).mean())
+    abar = torch.from_numpy(s.alphas_cumprod[t.numpy()]).float().reshape(2, 1, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    implied_v = (abar.sqrt() * x_t - out) / (1 - abar).sqrt()  # the v model whose clean video is `out`
+    torch.testing.assert_close(implied_v_loss(out, x0, abar), training_loss(implied_v, x0, noise, t, v),
+                               rtol=1e-5, atol=0)
+    snr = abar.flatten() / (1 - abar.flatten())
+    torch.testing.assert_close(min_snr_weight(abar.flatten(), 5.0, "x0"), snr.clamp(max=5))
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])

@@ -171,9 +171,10 @@ def palette_loss(logits: torch.Tensor, x0: torch.Tensor, colours: torch.Tensor) 
     return F.cross_entropy(logits.float(), palette_labels(x0, colours))
 
 
-def v_from_clean(x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
-    """The v a clean-video estimate implies at x_t: (sqrt(abar) x_t - x0) / sqrt(1 - abar)."""
-    return (abar.sqrt() * x_t - x0) / (1 - abar).sqrt()
+def implied_v_loss(clean: torch.Tensor, x0: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """The v loss of the v a clean-video estimate implies: v's error is the clean video's error over
+    sigma = sqrt(1 - abar), so a clean-video model's loss compares with a v model's."""
+    return torch.mean((clean.float() - x0) ** 2 / (1 - abar))
 
 
 def clean_from_output(model_output: torch.Tensor, x_t: torch.Tensor, a: float | torch.Tensor,

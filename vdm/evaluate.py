@@ -48,14 +48,9 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
     class-conditional model is asked for its unconditional prediction. An x0 model (a palette model)
     is scored on the v its clean video implies, so its loss compares with a v model's.
     """
-    import dataclasses
-
-    from vdm.diffusion import Schedule, gather, q_sample, training_loss, v_from_clean
+    from vdm.diffusion import Schedule, gather, implied_v_loss, q_sample, training_loss
 
     schedule = Schedule.from_config(backend.diffusion_config)
-    implied_v = schedule.prediction == "x0"
-    if implied_v:
-        schedule = dataclasses.replace(schedule, prediction="v")
     timesteps = loss_timesteps(schedule.num_timesteps, batches, batch_size)
     y = null_labels(backend, batch_size)
     losses = []
@@ -63,9 +58,9 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
         t = timesteps[i].to(backend.device)
         x_t = q_sample(x0, t, noise, schedule.alphas_cumprod)
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # no self-conditioning estimate
-        if implied_v:
-            out = v_from_clean(out, x_t, gather(schedule.alphas_cumprod, t, x0.ndim))
-        losses.append(training_loss(out, x0, noise, t, schedule).item())
+        loss = (implied_v_loss(out, x0, gather(schedule.alphas_cumprod, t, x0.ndim)) if schedule.prediction == "x0"
+                else training_loss(out, x0, noise, t, schedule))
+        losses.append(loss.item())
     return sum(losses) / len(losses)
 
 

@@ -43,8 +43,8 @@ from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_chec
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
-from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, palette_colours, palette_loss,
-                           q_sample, timesteps_in_snr_range, training_loss, with_estimate)
+from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, implied_v_loss, palette_colours,
+                           palette_loss, q_sample, timesteps_in_snr_range, training_loss, with_estimate)
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -354,14 +354,14 @@ class Trainer:
 
     def palette_loss_on(self, logits: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """A palette model's loss: the cross-entropy of its logits (b, K, T, H, W), plus palette_v_loss
-        times the v loss of the v its clean video implies (whose error is the clean video's / sigma)."""
+        times the v loss of the v its clean video implies."""
         loss = palette_loss(logits, x0, self.colours)
         weight = self.train_cfg.palette_v_loss
         if weight == 0:
             return loss
         abar = gather(self.schedule.alphas_cumprod, t, x0.ndim)
         clean = self.model.palette_mix(logits)  # palette_mix has no weights, so DDP need not see it
-        return loss + weight * torch.mean((clean - x0) ** 2 / (1 - abar))
+        return loss + weight * implied_v_loss(clean, x0, abar)
 
     def self_conditioned(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
                          estimate: torch.Tensor) -> torch.Tensor:
