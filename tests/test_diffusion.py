@@ -11,7 +11,7 @@ import torch
 from vdm.config import DiffusionConfig
 from vdm.errors import VdmError
 from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, implied_v_loss, linear_betas,
-                           min_snr_weight, q_sample, split_prediction, timesteps_in_snr_range, training_loss, v_target)
+                           log_snr_normal_probabilities, min_snr_weight, q_sample, split_prediction, timesteps_in_snr_range, training_loss, v_target)
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -31,6 +31,19 @@ def test_timesteps_in_an_snr_range_are_the_consecutive_ones_whose_snr_lies_in_it
     assert timesteps_in_snr_range(abar, 1, math.inf) == (0, 4)
     assert timesteps_in_snr_range(abar, 0.2, 5) == (2, 3)
     assert timesteps_in_snr_range(abar, 0, 0.05) == (0, 0)
+
+
+def test_log_snr_normal_probabilities_give_the_timesteps_a_normal_log_snr():
+    abar = schedule("cosine").alphas_cumprod
+    log_snr = np.log(abar / (1 - abar))
+    p = log_snr_normal_probabilities(abar, -1.0, 1.5)
+    assert p.shape == (1000,) and (p >= 0).all() and p.sum() == pytest.approx(1, abs=1e-9)
+    mean = (p * log_snr).sum()
+    assert mean == pytest.approx(-1.0, abs=0.01)
+    assert math.sqrt((p * (log_snr - mean) ** 2).sum()) == pytest.approx(1.5, abs=0.01)
+    density = p / np.abs(np.gradient(log_snr))  # per unit of ln SNR
+    assert abs(log_snr[density.argmax()] + 1.0) < 0.1
+    assert p[log_snr > 5].sum() < 1e-3  # far from the mean: almost never drawn
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])

@@ -298,6 +298,36 @@ def test_a_malformed_snr_range_is_refused_by_name(bounds):
         TrainConfig(snr_range=bounds)
 
 
+def test_log_snr_sampling_draws_timesteps_around_its_mean_within_the_snr_range(tmp_path, tiny_model_config):
+    uniform = Trainer(tiny_preset(tiny_model_config), tmp_path / "u", CPU)
+    trainer = Trainer(tiny_preset(tiny_model_config, log_snr_sampling=(2.0, 0.5), snr_range=(1.0, math.inf)),
+                      tmp_path / "n", CPU)
+    abar = torch.as_tensor(trainer.schedule.alphas_cumprod)
+    shape = torch.Size((2, 3, 4, 8, 8))
+
+    def log_snrs(t):
+        return torch.log(abar[t] / (1 - abar[t]))
+
+    t = torch.cat([trainer.draws(step, shape)[0] for step in range(300)])
+    assert abs(log_snrs(t).mean() - 2.0) < 0.15 and abs(log_snrs(t).std() - 0.5) < 0.1
+    assert log_snrs(t).min() >= 0  # SNR >= 1: the range still holds
+    assert torch.equal(t, torch.cat([trainer.draws(step, shape)[0] for step in range(300)]))  # seeded by step
+    wide = log_snrs(torch.cat([uniform.draws(step, shape)[0] for step in range(300)]))
+    assert wide.std() > 2.5  # uniform timesteps spread ln SNR far wider
+    assert trainer.train_step()[0].isfinite()
+
+
+@pytest.mark.parametrize("spread", [1, [0.0], [0.0, 0.0], [0.0, -1.0], ["a", 1.0], [math.nan, 1.0]])
+def test_a_malformed_log_snr_sampling_is_refused_by_name(spread):
+    with pytest.raises(VdmError, match=r"log_snr_sampling must be \[mean, std\] with std > 0"):
+        TrainConfig(log_snr_sampling=spread)
+
+
+def test_log_snr_sampling_that_misses_the_snr_range_is_refused(tmp_path, tiny_model_config):
+    with pytest.raises(VdmError, match="log_snr_sampling .* puts no weight on the trained timesteps"):
+        Trainer(tiny_preset(tiny_model_config, log_snr_sampling=(-30.0, 0.1), snr_range=(1.0, math.inf)), tmp_path, CPU)
+
+
 def test_without_an_snr_range_every_timestep_can_be_drawn(tmp_path, tiny_model_config):
     trainer = Trainer(tiny_preset(tiny_model_config), tmp_path, CPU)
     assert trainer.timesteps == (0, trainer.schedule.num_timesteps)

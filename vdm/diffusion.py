@@ -85,6 +85,17 @@ def timesteps_in_snr_range(alphas_cumprod: np.ndarray, low: float, high: float) 
     return (int(inside[0]), len(inside)) if len(inside) else (0, 0)
 
 
+def log_snr_normal_probabilities(alphas_cumprod: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(num_timesteps,) probabilities that draw training timesteps with ln SNR about normal(mean, std):
+    each timestep gets the normal's mass over the stretch of ln SNR between its neighbours' midpoints
+    (EDM's log-normal noise levels, on a discrete schedule). Uniform timesteps put ln SNR far wider."""
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    log_snr = np.log(abar / (1.0 - abar))  # falls as t grows
+    edges = np.concatenate([[np.inf], (log_snr[:-1] + log_snr[1:]) / 2, [-np.inf]])
+    cdf = np.array([0.5 * (1.0 + math.erf((e - mean) / (std * math.sqrt(2.0)))) for e in edges])
+    return cdf[:-1] - cdf[1:]  # timestep t stands for ln SNR in (edges[t + 1], edges[t]]
+
+
 def gather(values: np.ndarray | torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     """values[t] as float32 on t's device, shaped (B, 1, ..., 1) to broadcast over a (B, ...) tensor."""
     out = torch.as_tensor(values, device=t.device)[t].float()

@@ -43,8 +43,9 @@ from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_chec
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
 from vdm.data import make_dataset
-from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, implied_v_loss, palette_colours,
-                           palette_loss, q_sample, timesteps_in_snr_range, training_loss, with_estimate)
+from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, implied_v_loss,
+                           log_snr_normal_probabilities, palette_colours, palette_loss, q_sample,
+                           timesteps_in_snr_range, training_loss, with_estimate)
 from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_env
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
@@ -159,6 +160,18 @@ def trained_timesteps(schedule: Schedule, snr_range: tuple[float, float] | None)
     return first, count
 
 
+def timestep_probabilities(schedule: Schedule, tc: TrainConfig) -> np.ndarray | None:
+    """(count,) probabilities of the timesteps of `trained_timesteps` under `log_snr_sampling`, or
+    None to draw them uniformly."""
+    if tc.log_snr_sampling is None:
+        return None
+    first, count = trained_timesteps(schedule, tc.snr_range)
+    probabilities = log_snr_normal_probabilities(schedule.alphas_cumprod, *tc.log_snr_sampling)[first:first + count]
+    if not probabilities.sum() > 1e-12:
+        raise VdmError(f"log_snr_sampling {list(tc.log_snr_sampling)} puts no weight on the trained timesteps")
+    return probabilities / probabilities.sum()
+
+
 def micro_batches(parts: int, *tensors: torch.Tensor | None) -> list[tuple]:
     """Split each (B, ...) tensor into `parts` chunks along B; None stays None in every chunk."""
     chunks = [t.chunk(parts) if t is not None else [None] * parts for t in tensors]
@@ -223,6 +236,8 @@ class Trainer:
         tc = self.train_cfg = preset.train
         schedule = Schedule.from_config(preset.diffusion)
         self.timesteps = trained_timesteps(schedule, tc.snr_range)  # (first, count) that draws samples from
+        probabilities = timestep_probabilities(schedule, tc)  # ... and how: None for uniform
+        self.timestep_probabilities = None if probabilities is None else torch.as_tensor(probabilities, device=device)
         self.schedule = schedule.to(device)
         m = preset.model
         self.colours = palette_colours(m.palette, device) if m.palette else None  # (K, 3) a palette model's
@@ -329,7 +344,10 @@ class Trainer:
         g = self.generator.manual_seed(step_seed(self.train_cfg.seed, step, NOISE_STREAM))
         batch, local = self.train_cfg.batch_size, shape[0]
         first, count = self.timesteps
-        t = first + torch.randint(0, count, (batch,), generator=g, device=self.device)
+        if self.timestep_probabilities is None:
+            t = first + torch.randint(0, count, (batch,), generator=g, device=self.device)
+        else:
+            t = first + torch.multinomial(self.timestep_probabilities, batch, replacement=True, generator=g)
         noise = torch.randn((batch, *shape[1:]), generator=g, device=self.device)  # (B, C, T, H, W)
         noise = correlate_frames(noise, self.cfg.diffusion.frame_noise_correlation)
         drop = (torch.rand(batch, generator=g, device=self.device) < LABEL_DROPOUT
@@ -580,7 +598,7 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
         init_from=init_from, workers=workers, compile=compile_network))
     tc = settings.train
     check_batch_split(tc, ranks)  # a flag mistake is refused before any process group starts
-    trained_timesteps(Schedule.from_config(settings.diffusion), tc.snr_range)  # ... or any run folder
+    timestep_probabilities(Schedule.from_config(settings.diffusion), tc)  # ... or any run folder
     device = rank_device(resolve_device(device), ranks)
     say = click.echo if ranks.is_main else (lambda *_: None)
     out = Path(out or f"runs/{preset}")
