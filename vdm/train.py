@@ -162,10 +162,10 @@ def trained_timesteps(schedule: Schedule, snr_range: tuple[float, float] | None)
 
 def timestep_probabilities(schedule: Schedule, tc: TrainConfig) -> np.ndarray | None:
     """(count,) probabilities of the timesteps of `trained_timesteps` under `log_snr_sampling`, or
-    None to draw them uniformly."""
+    None to draw them uniformly; either way a VdmError if the settings leave no timestep to draw."""
+    first, count = trained_timesteps(schedule, tc.snr_range)
     if tc.log_snr_sampling is None:
         return None
-    first, count = trained_timesteps(schedule, tc.snr_range)
     probabilities = log_snr_normal_probabilities(schedule.alphas_cumprod, *tc.log_snr_sampling)[first:first + count]
     if not probabilities.sum() > 1e-12:
         raise VdmError(f"log_snr_sampling {list(tc.log_snr_sampling)} puts no weight on the trained timesteps")

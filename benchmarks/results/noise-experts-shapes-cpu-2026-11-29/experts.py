@@ -1,6 +1,7 @@
 """Scratch: two checkpoints as noise-level experts, one backend: HIGH predicts where SNR(t) < SWITCH,
 LOW where SNR(t) >= SWITCH; an x0 (palette) checkpoint's output goes on as the v it implies (added
-2026-11-30, for demo-palette-cpu-2026-11-30; v checkpoints run as before). Scores videos from noise (N) and finished from held-out clips at SNRS.
+2026-11-30, for demo-palette-cpu-2026-11-30; v checkpoints run as before; since 2026-12-06 only when
+HIGH is a v checkpoint: two x0 checkpoints need no conversion). Scores videos from noise (N) and finished from held-out clips at SNRS.
 usage: python experts.py HIGH LOW SWITCH N SNRS"""
 import sys, numpy as np, torch
 from vdm.runtime.backend import load_backend
@@ -19,7 +20,7 @@ class Experts(type(high)):
     def predict(self, x, t, y):
         m = low if float(snr[int(t[0])]) >= switch else high
         out = m.predict(x, t, y)
-        if m.diffusion_config.prediction == "x0":  # as the v it implies, for the v sampler
+        if m.diffusion_config.prediction == "x0" != high.diffusion_config.prediction:  # as the v it implies, for a v HIGH
             a = float(abar[int(t[0])]) ** 0.5; out = (a * x - out) / (1 - a * a) ** 0.5
         return out
 b = Experts()
