@@ -11,7 +11,8 @@ import torch
 from vdm.config import DiffusionConfig
 from vdm.errors import VdmError
 from vdm.diffusion import (Schedule, cosine_betas, ddim_sigma, ddim_step, ddpm_step, gather, implied_v_loss, linear_betas,
-                           log_snr_normal_probabilities, min_snr_weight, q_sample, split_prediction, timesteps_in_snr_range, training_loss, v_target)
+                           log_snr_normal_probabilities, min_snr_weight, q_sample, split_prediction,
+                           timesteps_in_snr_range, training_loss, v_target)
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
