@@ -18,11 +18,9 @@ import math
 import numpy as np
 import torch
 
-from vdm.checkpoint import read_checkpoint
-from vdm.diffusion import (Schedule, clean_from_output, palette_colours, palette_labels, q_sample)
-from vdm.evaluate import HELD_OUT_SEED
-from vdm.data import SyntheticShapes
-from vdm.unet import Unet3D
+from vdm.diffusion import Schedule, clean_from_output, palette_colours, palette_labels, q_sample
+from vdm.evaluate import HELD_OUT_SEED, held_out_batches
+from vdm.runtime.generator import VideoGenerator
 
 
 def main():
@@ -35,21 +33,15 @@ def main():
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json")
     args = parser.parse_args()
-    state, mcfg, dcfg, _ = read_checkpoint(args.checkpoint)
-    model = Unet3D(mcfg)
-    model.load_state_dict(state)
-    model.eval()
+    backend = VideoGenerator(args.checkpoint, backend="torch", device="cpu", precision="fp32").backend
+    model, mcfg, dcfg = backend.model, backend.model_config, backend.diffusion_config  # the Unet3D, for its logits
     schedule = Schedule.from_config(dcfg)
     abar = np.asarray(schedule.alphas_cumprod)
     log_snr = np.log(abar / (1 - abar))  # falls with t
     targets = np.linspace(args.range[1], args.range[0], args.points)
     steps = sorted({int(np.argmin(np.abs(log_snr - x))) for x in targets})
     colours = palette_colours(mcfg.palette) if mcfg.palette else None
-    data = SyntheticShapes(mcfg.frames, mcfg.size, seed=HELD_OUT_SEED)
-    batches = [(data.batch(i, args.batch_size),
-                torch.randn((args.batch_size, 3, mcfg.frames, mcfg.size, mcfg.size),
-                            generator=torch.Generator().manual_seed(HELD_OUT_SEED + i)))
-               for i in range(args.batches)]
+    batches = list(held_out_batches(backend, args.batches, args.batch_size, HELD_OUT_SEED, "the noise curve"))
     rows = []
     print(f"{'t':>5} {'ln SNR':>7} {'x0 MSE':>8} {'v loss':>8} {'CE':>7}")
     for step in steps:
