@@ -160,15 +160,16 @@ def trained_timesteps(schedule: Schedule, snr_range: tuple[float, float] | None)
     return first, count
 
 
-def timestep_probabilities(schedule: Schedule, tc: TrainConfig) -> np.ndarray | None:
-    """(count,) probabilities of the timesteps of `trained_timesteps` under `log_snr_sampling`, or
-    None to draw them uniformly; either way a VdmError if the settings leave no timestep to draw."""
-    first, count = trained_timesteps(schedule, tc.snr_range)
-    if tc.log_snr_sampling is None:
+def timestep_probabilities(schedule: Schedule, timesteps: tuple[int, int],
+                           log_snr_sampling: tuple[float, float] | None) -> np.ndarray | None:
+    """(count,) probabilities of the timesteps (first, count) of `trained_timesteps` under
+    `log_snr_sampling`, or None to draw them uniformly; a VdmError if it leaves them no weight."""
+    if log_snr_sampling is None:
         return None
-    probabilities = log_snr_normal_probabilities(schedule.alphas_cumprod, *tc.log_snr_sampling)[first:first + count]
+    first, count = timesteps
+    probabilities = log_snr_normal_probabilities(schedule.alphas_cumprod, *log_snr_sampling)[first:first + count]
     if not probabilities.sum() > 1e-12:
-        raise VdmError(f"log_snr_sampling {list(tc.log_snr_sampling)} puts no weight on the trained timesteps")
+        raise VdmError(f"log_snr_sampling {list(log_snr_sampling)} puts no weight on the trained timesteps")
     return probabilities / probabilities.sum()
 
 
@@ -236,7 +237,7 @@ class Trainer:
         tc = self.train_cfg = preset.train
         schedule = Schedule.from_config(preset.diffusion)
         self.timesteps = trained_timesteps(schedule, tc.snr_range)  # (first, count) that draws samples from
-        probabilities = timestep_probabilities(schedule, tc)  # ... and how: None for uniform
+        probabilities = timestep_probabilities(schedule, self.timesteps, tc.log_snr_sampling)  # ... and how
         self.timestep_probabilities = None if probabilities is None else torch.as_tensor(probabilities, device=device)
         self.schedule = schedule.to(device)
         m = preset.model
@@ -598,7 +599,8 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
         init_from=init_from, workers=workers, compile=compile_network))
     tc = settings.train
     check_batch_split(tc, ranks)  # a flag mistake is refused before any process group starts
-    timestep_probabilities(Schedule.from_config(settings.diffusion), tc)  # ... or any run folder
+    schedule = Schedule.from_config(settings.diffusion)  # ... nor are settings that leave no timestep to draw
+    timestep_probabilities(schedule, trained_timesteps(schedule, tc.snr_range), tc.log_snr_sampling)
     device = rank_device(resolve_device(device), ranks)
     say = click.echo if ranks.is_main else (lambda *_: None)
     out = Path(out or f"runs/{preset}")

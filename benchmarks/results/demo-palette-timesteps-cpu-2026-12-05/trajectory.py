@@ -16,7 +16,7 @@ import torch
 
 from vdm.demo.frames import png_bytes
 from vdm.diffusion import Schedule, q_sample, split_prediction
-from vdm.evaluate import held_out_batches, timestep_at_snr
+from vdm.evaluate import HELD_OUT_SEED, held_out_batches, timestep_at_snr
 from vdm.metrics import score_frames
 from vdm.runtime.generator import VideoGenerator
 from vdm.runtime.sampling import sample, sampler_for, step_generator
@@ -38,7 +38,7 @@ def main():
     abar = Schedule.from_config(backend.diffusion_config).alphas_cumprod
     start = timestep_at_snr(abar, args.snr)
     sampler = sampler_for(backend, "unipc", min(args.steps, start + 1), None, start=start)
-    x0, noise = next(held_out_batches(backend, 1, args.clips, 10_000, "trajectory"))
+    x0, noise = next(held_out_batches(backend, 1, args.clips, HELD_OUT_SEED, "trajectory"))
     t = torch.full((args.clips,), start)
     x_t = q_sample(x0, t, noise, abar)
     estimates = []  # per step (B, C, T, H, W)
