@@ -106,8 +106,8 @@ def test_conditional_model_exports_a_class_input(tmp_path, save_tiny_checkpoint)
     assert net["parity"]["passed"]
 
 
-@pytest.mark.parametrize("attention", [dict(joint_attention_levels=(1,)), dict(temporal_attention_levels=(0, 1))],
-                         ids=["joint", "temporal"])
+@pytest.mark.parametrize("attention", [dict(joint_attention_levels=(1,)), dict(temporal_attention_levels=(0, 1)),
+                                       dict(motion_align_levels=(0,))], ids=["joint", "temporal", "motion"])
 def test_attention_variants_export_with_parity_and_dynamic_frames(tmp_path, save_tiny_checkpoint, attention):
     import onnxruntime as ort
 

@@ -11,7 +11,7 @@ from conftest import perturb_zero_init
 
 from vdm.config import ModelConfig, presets
 from vdm.errors import VdmError
-from vdm.unet import (ConditionalNorm, JointAttention, KeepFloat32, PlainNorm, RelativeFrameBias, TemporalAttention,
+from vdm.unet import (ConditionalNorm, JointAttention, KeepFloat32, MotionAlign, PlainNorm, RelativeFrameBias, TemporalAttention,
                       Unet3D)
 
 
@@ -161,6 +161,47 @@ def test_temporal_attention_starts_as_the_identity_and_grafts_onto_a_model(tiny_
         torch.testing.assert_close(grafted(video, timesteps(2)), plain(video, timesteps(2)))
 
 
+def test_motion_align_starts_as_the_identity_and_grafts_onto_a_decoder(tiny_model_config, make_tiny_unet):
+    x = torch.randn(2, 8, 4, 4, 4)
+    assert torch.equal(MotionAlign(8, 4, reach=2)(x), x)
+    plain = make_tiny_unet(tiny_model_config)
+    grafted = Unet3D(dataclasses.replace(tiny_model_config, motion_align_levels=(0, 1)))
+    missing, unexpected = grafted.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".aligns." in name and name.startswith("up.") for name in missing)
+    video = tiny_video(tiny_model_config, frames=6)
+    with torch.no_grad():
+        torch.testing.assert_close(grafted(video, timesteps(2)), plain(video, timesteps(2)))
+
+
+@pytest.mark.parametrize("velocity", [(1.0, 2.0), (-2.0, -1.0), (0.0, 3.0)])
+def test_motion_align_gathers_each_neighbour_where_the_motion_puts_the_content(velocity):
+    # A dot moving at `velocity` px per frame; with the motion estimate held at that velocity, the
+    # channels gathered from frame t + d hold, at the dot's place in frame t, the dot of frame t + d:
+    # aligned, so a fixed pixel sees the same content in every gathered frame. Frames past the clip's
+    # ends gather zeros.
+    frames, size, (vy, vx) = 5, 16, velocity
+    video = torch.zeros(1, 4, frames, size, size)
+    for t in range(frames):
+        video[0, :, t, int(8 + vy * (t - 2)), int(8 + vx * (t - 2))] = 1.0  # the frame-2 dot sits at (8, 8)
+    align = MotionAlign(4, 1, reach=2)
+    align.norm = torch.nn.Identity()  # gather the video itself
+    gathered = {}
+    align.fuse.register_forward_hook(lambda module, inputs, output: gathered.update(x=inputs[0]))  # (B, C * 5, T, H, W)
+    with torch.no_grad():
+        align.motion.bias.copy_(torch.tensor([vy, vx]))
+        align(video)
+    stacked = gathered["x"].reshape(1, 5, 4, frames, size, size)[:, :, 0]  # (B, C * 5, ...) -> (1, slot, T, H, W)
+    offsets = [0] + align.offsets  # slot 0 is the frame itself
+    for slot, d in enumerate(offsets):
+        for t in range(frames):
+            if not 0 <= t + d < frames:
+                assert stacked[0, slot, t].abs().max() == 0
+                continue
+            dot = int(8 + vy * (t - 2)), int(8 + vx * (t - 2))
+            assert stacked[0, slot, t][dot] == pytest.approx(1.0, abs=1e-5), (slot, t)
+            assert stacked[0, slot, t].sum() == pytest.approx(1.0, abs=1e-5)  # and nothing else
+
+
 def test_temporal_attention_is_a_softmax_across_frames_with_a_bias_by_frame_offset():
     # Reference: at each of the H*W positions, attend over its 5 frames with an explicit softmax plus
     # table[offset]; attention within a frame, or without the bias, would give something else.
@@ -294,6 +335,8 @@ def test_bf16_unet_takes_and_returns_float32_close_to_fp32(fp32_and_bf16_unets):
     (dict(attention_levels=(2,)), "attention level 2 does not exist"),
     (dict(attention_levels=(-1,)), "attention level -1 does not exist"),
     (dict(joint_attention_levels=(2,)), "attention level 2 does not exist"),
+    (dict(motion_align_levels=(2,)), "motion_align_levels: level 2 does not exist"),
+    (dict(motion_align_reach=0), "motion_align_reach must be >= 1"),
     (dict(num_heads=3), "num_heads=3"),
     (dict(num_groups=3), "num_groups=3"),
     (dict(channel_multiples=()), "at least one level"),

@@ -35,6 +35,11 @@ class ModelConfig:
     # Levels that also get temporal-only attention with a relative frame-position bias (cheap at any
     # resolution: each position attends over its T frames), as in Ho et al.'s Video Diffusion Models.
     temporal_attention_levels: tuple[int, ...] = ()
+    # Decoder levels whose blocks also gather each frame's neighbours along an estimated per-pixel
+    # motion (vdm.unet.MotionAlign), up to motion_align_reach frames either way: what lets a
+    # full-resolution level pool the evidence of frames where the content has moved.
+    motion_align_levels: tuple[int, ...] = ()
+    motion_align_reach: int = 2
     num_heads: int = 4  # attention heads; channels at each attention level must divide by it
     dropout: float = 0.0  # inside residual blocks
     norm: NormKind = "group"  # conditional GroupNorm, or the seed's conditional BatchNorm
@@ -59,6 +64,7 @@ class ModelConfig:
         self.attention_levels = tuple(self.attention_levels)
         self.joint_attention_levels = tuple(self.joint_attention_levels)
         self.temporal_attention_levels = tuple(self.temporal_attention_levels)
+        self.motion_align_levels = tuple(self.motion_align_levels)
         self.palette = tuple(tuple(colour) for colour in self.palette)
         self.validate()
 
@@ -98,6 +104,11 @@ class ModelConfig:
         for level in self.attention_levels + self.joint_attention_levels + self.temporal_attention_levels:
             if not 0 <= level < self.num_levels:
                 raise VdmError(f"attention level {level} does not exist (levels 0..{self.num_levels - 1})")
+        for level in self.motion_align_levels:
+            if not 0 <= level < self.num_levels:
+                raise VdmError(f"motion_align_levels: level {level} does not exist (levels 0..{self.num_levels - 1})")
+        if self.motion_align_reach < 1:
+            raise VdmError(f"motion_align_reach must be >= 1 frame, got {self.motion_align_reach}")
         for mult in self.channel_multiples:
             ch = self.base_channels * mult
             if ch % self.num_groups:  # attention and output norms are GroupNorms whatever `norm` is

@@ -277,6 +277,57 @@ class JointAttention(ResidualAttention):
         return x + h.reshape(b, t, hgt, wid, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
 
 
+def motion_grid(flow: torch.Tensor, offset: int) -> torch.Tensor:
+    """(N, 2, H, W) motion (dy, dx) in px per frame -> (N, H, W, 2) grid_sample coordinates of where
+    each pixel's content lies `offset` frames later, in grid_sample's (x, y) order and [-1, 1] units
+    (align_corners=False: pixel i spans [i, i + 1], so its centre i + 0.5 maps to (2 i + 1) / H - 1)."""
+    n, _, hgt, wid = flow.shape
+    ys = (2 * torch.arange(hgt, device=flow.device, dtype=flow.dtype) + 1) / hgt - 1  # (H,)
+    xs = (2 * torch.arange(wid, device=flow.device, dtype=flow.dtype) + 1) / wid - 1  # (W,)
+    gy = ys[:, None] + offset * flow[:, 0] * (2 / hgt)  # (N, H, W)
+    gx = xs[None, :] + offset * flow[:, 1] * (2 / wid)
+    return torch.stack([gx, gy], dim=-1)
+
+
+class MotionAlign(nn.Module):
+    """Each frame gathers its neighbours' features along its own estimated motion, pre-norm and residual.
+
+    A 3x3x3 convolution at full resolution lines up content that moves at most 1 px per frame, while
+    the demo's shapes move 1-2.6: so a pixel's evidence from other frames reaches it only through the
+    coarser levels, which lose the outline. Here a convolution estimates each pixel's motion (dy, dx)
+    in px per frame; for each offset d in +-1..+-reach, frame t + d is sampled bilinearly where that
+    motion puts the pixel's content (zeros past the clip's ends), as video restoration networks align
+    frames before fusing them (BasicVSR's flow-guided alignment). A 1x1x1 convolution fuses the
+    frame with its aligned neighbours; it starts at zero and the motion at rest, so the block starts
+    as the identity (and can be added to a trained model)."""
+
+    def __init__(self, channels: int, num_groups: int, reach: int):
+        super().__init__()
+        self.offsets = [d for d in range(-reach, reach + 1) if d]
+        self.norm = PlainNorm(channels, num_groups)
+        self.motion = nn.Conv3d(channels, 2, 3, padding=1)
+        self.fuse = nn.Conv3d(channels * (1 + len(self.offsets)), channels, 1)
+        for conv in (self.motion, self.fuse):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, hgt, wid = x.shape
+        h = self.norm(x)
+        flow = self.motion(h).float().transpose(1, 2).reshape(b * t, 2, hgt, wid)  # (B*T, 2, H, W)
+        frames = h.transpose(1, 2)  # (B, T, C, H, W)
+        gathered = [h]
+        for d in self.offsets:
+            # Frame t + d for every t, zeros where it falls outside the clip.
+            shifted = frames[:, max(d, 0):t + min(d, 0)]
+            pad = [torch.zeros_like(frames[:, :abs(d)])]
+            source = torch.cat(([] if d > 0 else pad) + [shifted] + (pad if d > 0 else []), dim=1)
+            aligned = F.grid_sample(source.reshape(b * t, c, hgt, wid).float(), motion_grid(flow, d),
+                                    mode="bilinear", padding_mode="zeros", align_corners=False)
+            gathered.append(aligned.to(h.dtype).reshape(b, t, c, hgt, wid).transpose(1, 2))  # (B, C, T, H, W)
+        return x + self.fuse(torch.cat(gathered, dim=1))
+
+
 class Downsample(nn.Module):
     """Strided 3x3x3 convolution: halves H and W (and T when temporal_downsample)."""
 
@@ -318,9 +369,10 @@ class Embedding(KeepFloat32):
 
 class Level(nn.Module):
     """The residual blocks of one UNet level, each optionally followed by factorized attention,
-    temporal attention and joint attention."""
+    temporal attention, joint attention and (in the decoder) motion alignment."""
 
-    def __init__(self, channels_in: list[int], out_ch: int, emb_dim: int, level: int, cfg: ModelConfig):
+    def __init__(self, channels_in: list[int], out_ch: int, emb_dim: int, level: int, cfg: ModelConfig,
+                 decoder: bool = False):
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(c, out_ch, emb_dim, cfg) for c in channels_in)
         self.attentions = nn.ModuleList(
@@ -333,13 +385,18 @@ class Level(nn.Module):
         self.joints = nn.ModuleList(
             JointAttention(out_ch, cfg.num_heads, cfg.num_groups) if level in cfg.joint_attention_levels
             else nn.Identity() for _ in channels_in)
+        # The decoder's blocks only: there the coarser levels' features can tell each pixel's motion.
+        self.aligns = nn.ModuleList(
+            MotionAlign(out_ch, cfg.num_groups, cfg.motion_align_reach)
+            if decoder and level in cfg.motion_align_levels else nn.Identity() for _ in channels_in)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, skips: list[torch.Tensor], decoder: bool) -> torch.Tensor:
         """Encoder: push each block's output onto `skips`. Decoder: pop one skip into each block."""
-        for block, attention, temporal, joint in zip(self.blocks, self.attentions, self.temporals, self.joints):
+        for block, attention, temporal, joint, align in zip(self.blocks, self.attentions, self.temporals,
+                                                             self.joints, self.aligns):
             if decoder:
                 h = torch.cat([h, skips.pop()], dim=1)
-            h = joint(temporal(attention(block(h, emb))))
+            h = align(joint(temporal(attention(block(h, emb)))))
             if not decoder:
                 skips.append(h)
         return h
@@ -400,7 +457,7 @@ class Unet3D(nn.Module):
             for _ in range(cfg.num_res_blocks + 1):
                 ins.append(ch + skips.pop())
                 ch = width
-            self.up.append(Level(ins, width, emb_dim, level, cfg))
+            self.up.append(Level(ins, width, emb_dim, level, cfg, decoder=True))
             self.upsample.append(Upsample(ch, cfg.temporal_downsample) if level > 0 else nn.Identity())
         assert not skips, "every skip connection is consumed"
 
