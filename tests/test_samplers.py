@@ -81,20 +81,6 @@ def test_karras_plan_starts_at_the_loops_noise_then_follows_karras_sigmas():
     assert max(steps) / min(steps) < 1.2  # evenly spaced in sigma^(1/rho), up to rounding to timesteps
 
 
-@pytest.mark.parametrize("start", [637, 400, 289])
-def test_karras_plan_from_a_start_below_sigma_max_ramps_from_the_start_itself(start):
-    # Cut at a start whose sigma is below KARRAS_SIGMA_MAX, the ramp began at sigma(start - 1): the
-    # first two calls were one timestep apart (637, 636), one of the plan's calls spent on nothing.
-    ac = alphas_cumprod()[: start + 1]
-    assert math.sqrt((1 - ac[-1]) / ac[-1]) < KARRAS_SIGMA_MAX
-    ts = spaced_timesteps(ac, 6, "karras")
-    sigmas = [math.sqrt((1 - ac[t]) / ac[t]) for t in ts]
-    ramp = [(s ** (1 / KARRAS_RHO) - sigmas[-1] ** (1 / KARRAS_RHO)) for s in sigmas]
-    steps = [a - b for a, b in zip(ramp, ramp[1:])]
-    assert ts[0] == start and ts[-1] == 0 and ts[0] - ts[1] > 50
-    assert max(steps) / min(steps) < 1.2
-
-
 @pytest.mark.parametrize("num_steps", [100, 300, 600, 1000])
 @pytest.mark.parametrize("spacing", ["logsnr", "karras"])
 def test_noise_level_plans_on_the_cosine_schedule_have_no_duplicate_timesteps(num_steps, spacing):

@@ -111,23 +111,15 @@ def nearest_timesteps(lambdas: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def karras_timesteps(alphas_cumprod: np.ndarray, num_steps: int) -> np.ndarray:
-    """T-1, then num_steps - 1 of Karras et al.'s noise levels, as timesteps (see spaced_timesteps).
-
-    A schedule whose noisiest level is below KARRAS_SIGMA_MAX (one cut at a sampler's `start`) gets
-    all num_steps levels on the ramp from sigma(T-1) itself: a ramp from sigma(T-2) would put its
-    first level one timestep after T-1, a network call that moves the noise by nothing.
-    """
+    """T-1, then num_steps - 1 of Karras et al.'s noise levels, as timesteps (see spaced_timesteps)."""
     lambdas = lambda_table(alphas_cumprod)
     if num_steps == 1:
         return np.array([len(alphas_cumprod) - 1])
-    sigma_min, sigma_top = math.exp(-lambdas[0]), math.exp(-lambdas[-1])
-    inv_rho = 1 / KARRAS_RHO
-    if sigma_top <= KARRAS_SIGMA_MAX:
-        ramp = np.linspace(0, 1, num_steps)
-        sigmas = (sigma_top**inv_rho + ramp * (sigma_min**inv_rho - sigma_top**inv_rho)) ** KARRAS_RHO
-        return nearest_timesteps(lambdas, -np.log(sigmas))
+    sigma_min = math.exp(-lambdas[0])
+    sigma_max = min(KARRAS_SIGMA_MAX, math.exp(-lambdas[-2]))
     ramp = np.linspace(0, 1, num_steps - 1) if num_steps > 2 else np.ones(1)  # 2 steps: T-1, then sigma_min
-    sigmas = (KARRAS_SIGMA_MAX**inv_rho + ramp * (sigma_min**inv_rho - KARRAS_SIGMA_MAX**inv_rho)) ** KARRAS_RHO
+    inv_rho = 1 / KARRAS_RHO
+    sigmas = (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** KARRAS_RHO
     return nearest_timesteps(lambdas, np.concatenate([lambdas[-1:], -np.log(sigmas)]))
 
 
