@@ -11,8 +11,8 @@ from conftest import perturb_zero_init
 
 from vdm.config import ModelConfig, presets
 from vdm.errors import VdmError
-from vdm.unet import (ConditionalNorm, JointAttention, KeepFloat32, MotionAlign, PlainNorm, RelativeFrameBias, TemporalAttention,
-                      Unet3D)
+from vdm.unet import (ConditionalNorm, JointAttention, KeepFloat32, MotionAlign, PlainNorm, RelativeFrameBias,
+                      TemporalAttention, Unet3D)
 
 
 def tiny_video(cfg: ModelConfig, batch: int = 1, frames: int | None = None, size: int | None = None,
