@@ -21,14 +21,13 @@ import math
 import numpy as np
 import torch
 
-from vdm.data import SyntheticShapes, _shape_masks
+from vdm.data import BACKGROUND, PALETTE, SyntheticShapes, _shape_masks
 from vdm.diffusion import Schedule, clean_from_output, palette_colours, palette_labels
 from vdm.evaluate import HELD_OUT_SEED, timestep_at_snr
 from vdm.runtime.generator import VideoGenerator
 from vdm.unet import MotionAlign
 
-DATA_COLOURS = palette_colours(((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
-                                (255, 0, 255), (0, 255, 255)))
+DATA_COLOURS = palette_colours((BACKGROUND, *PALETTE))  # (1 + K, 3): label 0 is the background
 
 
 def one_shape_clips(frames: int, size: int, count: int):
@@ -54,8 +53,7 @@ def main():
     clips, tracks = zip(*one_shape_clips(mcfg.frames, mcfg.size, args.clips))
     x0 = torch.stack(clips)  # (N, 3, T, H, W)
     masks = np.stack([_shape_masks(tr, mcfg.size, mcfg.size) for tr in tracks])  # (N, T, H, W)
-    colour_index = [1 + [tuple(c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
-                                             (255, 0, 255), (0, 255, 255))].index(tuple(tr.color)) for tr in tracks]
+    colour_index = [1 + [tuple(c) for c in PALETTE].index(tuple(tr.color)) for tr in tracks]
     speeds = np.array([math.hypot(*tr.velocity) for tr in tracks])
     terciles = np.quantile(speeds, [1 / 3, 2 / 3])
     bins = np.digitize(speeds, terciles)
