@@ -281,7 +281,7 @@ def motion_grid(flow: torch.Tensor, offset: int) -> torch.Tensor:
     """(N, 2, H, W) motion (dy, dx) in px per frame -> (N, H, W, 2) grid_sample coordinates of where
     each pixel's content lies `offset` frames later, in grid_sample's (x, y) order and [-1, 1] units
     (align_corners=False: pixel i spans [i, i + 1], so its centre i + 0.5 maps to (2 i + 1) / H - 1)."""
-    n, _, hgt, wid = flow.shape
+    hgt, wid = flow.shape[-2:]
     ys = (2 * torch.arange(hgt, device=flow.device, dtype=flow.dtype) + 1) / hgt - 1  # (H,)
     xs = (2 * torch.arange(wid, device=flow.device, dtype=flow.dtype) + 1) / wid - 1  # (W,)
     gy = ys[:, None] + offset * flow[:, 0] * (2 / hgt)  # (N, H, W)
@@ -315,13 +315,11 @@ class MotionAlign(nn.Module):
         b, c, t, hgt, wid = x.shape
         h = self.norm(x)
         flow = self.motion(h).float().transpose(1, 2).reshape(b * t, 2, hgt, wid)  # (B*T, 2, H, W)
-        frames = h.transpose(1, 2)  # (B, T, C, H, W)
+        reach = self.offsets[-1]
+        padded = F.pad(h, (0, 0, 0, 0, reach, reach)).transpose(1, 2)  # (B, T + 2 reach, C, H, W), zero frames
         gathered = [h]
         for d in self.offsets:
-            # Frame t + d for every t, zeros where it falls outside the clip.
-            shifted = frames[:, max(d, 0):t + min(d, 0)]
-            pad = [torch.zeros_like(frames[:, :abs(d)])]
-            source = torch.cat(([] if d > 0 else pad) + [shifted] + (pad if d > 0 else []), dim=1)
+            source = padded[:, reach + d:reach + d + t]  # frame t + d for every t, zeros past the clip's ends
             aligned = F.grid_sample(source.reshape(b * t, c, hgt, wid).float(), motion_grid(flow, d),
                                     mode="bilinear", padding_mode="zeros", align_corners=False)
             gathered.append(aligned.to(h.dtype).reshape(b, t, c, hgt, wid).transpose(1, 2))  # (B, C, T, H, W)
@@ -374,6 +372,7 @@ class Level(nn.Module):
     def __init__(self, channels_in: list[int], out_ch: int, emb_dim: int, level: int, cfg: ModelConfig,
                  decoder: bool = False):
         super().__init__()
+        self.decoder = decoder
         self.blocks = nn.ModuleList(ResBlock(c, out_ch, emb_dim, cfg) for c in channels_in)
         self.attentions = nn.ModuleList(
             FactorizedAttention(out_ch, cfg.num_heads, cfg.num_groups) if level in cfg.attention_levels
@@ -390,14 +389,14 @@ class Level(nn.Module):
             MotionAlign(out_ch, cfg.num_groups, cfg.motion_align_reach)
             if decoder and level in cfg.motion_align_levels else nn.Identity() for _ in channels_in)
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, skips: list[torch.Tensor], decoder: bool) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         """Encoder: push each block's output onto `skips`. Decoder: pop one skip into each block."""
         for block, attention, temporal, joint, align in zip(self.blocks, self.attentions, self.temporals,
                                                              self.joints, self.aligns):
-            if decoder:
+            if self.decoder:
                 h = torch.cat([h, skips.pop()], dim=1)
             h = align(joint(temporal(attention(block(h, emb)))))
-            if not decoder:
+            if not self.decoder:
                 skips.append(h)
         return h
 
@@ -489,13 +488,13 @@ class Unet3D(nn.Module):
         h = self.conv_in(x.to(self.conv_in.weight.dtype))
         skips = [h]
         for level, down in zip(self.down, self.downsample):
-            h = level(h, emb, skips, decoder=False)
+            h = level(h, emb, skips)
             if not isinstance(down, nn.Identity):
                 h = down(h)
                 skips.append(h)
         h = self.mid_block2(self.mid_joint(self.mid_attention(self.mid_block1(h, emb))), emb)
         for level, up in zip(self.up, self.upsample):
-            h = up(level(h, emb, skips, decoder=True))
+            h = up(level(h, emb, skips))
         out = self.conv_out(F.silu(self.norm_out(h))).float()
         return out if logits else self.palette_mix(out)
 
