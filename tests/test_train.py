@@ -146,6 +146,19 @@ def test_a_resumed_run_has_bit_identical_ema_weights(straight_and_resumed):
     assert all_tensors_equal(straight.ema.state_dict(), resumed.ema.state_dict())
 
 
+def test_stopping_early_then_resuming_keeps_the_schedule_of_the_whole_run(tmp_path):
+    preset = tiny_preset(tiny_model(), steps=4, lr_schedule="cosine")
+    straight = run(preset, tmp_path / "straight")
+    stopped = Trainer(preset, tmp_path / "stopped", CPU)
+    stopped.run(stop_at=2)
+    assert stopped.step == 2 and load_torch(tmp_path / "stopped" / "checkpoints" / "train_state.pt")["step"] == 2
+    resumed = run(preset, tmp_path / "stopped", resume_at=2)
+    assert all_tensors_equal(straight.model.state_dict(), resumed.model.state_dict())
+    assert all_tensors_equal(straight.ema.state_dict(), resumed.ema.state_dict())
+    with pytest.raises(VdmError, match="--stop-at 3: this run is already at step 4"):
+        resumed.run(stop_at=3)
+
+
 def test_resume_with_a_different_model_config_is_refused(tmp_path, tiny_model_config):
     run(tiny_preset(tiny_model_config, steps=1), tmp_path)
     wider = Trainer(tiny_preset(dataclasses.replace(tiny_model_config, base_channels=16)), tmp_path, CPU)
@@ -580,3 +593,13 @@ def test_vdm_train_takes_an_snr_range_and_records_it(tmp_path, tiny_toml):
 def test_vdm_train_refuses_a_bad_schedule_or_gamma(tmp_path, tiny_toml, flags, message):
     result = train_cli("--config", tiny_toml, *flags, "--out", tmp_path / "run", "--device", "cpu")
     assert result.exit_code == 2 and message in result.output
+
+
+def test_vdm_train_stop_at_stops_there_and_says_how_to_continue(tmp_path, tiny_toml):
+    args = ("--config", tiny_toml, "--steps", 3, "--out", tmp_path / "run", "--device", "cpu")
+    result = train_cli(*args, "--stop-at", 2)
+    assert result.exit_code == 0, result.output
+    assert "stopped at step 2 of 3; continue with --resume" in result.output
+    result = train_cli(*args, "--resume")
+    assert result.exit_code == 0 and "resumed at step 2" in result.output and "stopped" not in result.output
+    assert "--stop-at must be a step of at least 1" in assert_one_line_error(train_cli(*args, "--stop-at", 0))

@@ -466,9 +466,13 @@ class Trainer:
         self.stats.reset()
         self.data_seconds = 0.0
 
-    def run(self) -> None:
-        """Train to `steps`, logging, checkpointing and sampling on the way (files from rank 0 only)."""
+    def run(self, stop_at: int | None = None) -> None:
+        """Train to `steps` (or only to step `stop_at` of that schedule, to continue later with --resume),
+        logging, checkpointing and sampling on the way (files from rank 0 only)."""
         tc = self.train_cfg
+        end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+        if self.step >= end:
+            raise VdmError(f"--stop-at {stop_at}: this run is already at step {self.step}")
         main = self.ranks.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -479,10 +483,10 @@ class Trainer:
         start, start_step = time.perf_counter(), self.step
         with (open(self.out / "metrics.jsonl", "a") if main else contextlib.nullcontext()) as metrics:
             try:
-                while self.step < tc.steps:
+                while self.step < end:
                     self.train_step()
                     bar.update(1)
-                    last = self.step == tc.steps
+                    last = self.step == end
                     log = self.step % tc.log_every == 0 or last
                     save = self.step % tc.checkpoint_every == 0 or last
                     sample = (tc.sample_every and self.step % tc.sample_every == 0) or last
@@ -567,6 +571,9 @@ def parse_snr_range(ctx, param, value: str | None) -> tuple[float, float] | None
 @click.option("--sample-every", type=int, help="Steps between sample videos.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/PRESET]")
+@click.option("--stop-at", type=int, metavar="STEP",
+              help="Stop after this step (checkpointed), keeping the learning-rate schedule of --steps; "
+                   "continue later with --resume.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/train_state.pt.")
 @click.option("--overwrite", is_flag=True,
               help="Start a new run in an --out that holds one; the old run is moved to OUT.replaced-<time>.")
@@ -584,7 +591,7 @@ def parse_snr_range(ctx, param, value: str | None) -> tuple[float, float] | None
 @cli_errors
 def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, lr_schedule,
          min_snr_gamma, snr_range, sample_every,
-         checkpoint_every, out, resume, overwrite, init_from, device, workers, compile_network, seed, debug):
+         checkpoint_every, stop_at, out, resume, overwrite, init_from, device, workers, compile_network, seed, debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos.
 
     Several processes: torchrun --nproc_per_node N -m vdm.train [OPTIONS] (the batch is split over them).
@@ -598,6 +605,8 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
         snr_range=snr_range, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
         init_from=init_from, workers=workers, compile=compile_network))
     tc = settings.train
+    if stop_at is not None and stop_at < 1:
+        raise VdmError(f"--stop-at must be a step of at least 1, got {stop_at}")
     check_batch_split(tc, ranks)  # a flag mistake is refused before any process group starts
     schedule = Schedule.from_config(settings.diffusion)  # ... nor are settings that leave no timestep to draw
     timestep_probabilities(schedule, trained_timesteps(schedule, tc.snr_range), tc.log_snr_sampling)
@@ -620,8 +629,10 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
         say(f"model: {count_parameters(trainer.model) / 1e6:.2f} M parameters, "
             f"clips {m.frames}x{m.size}x{m.size}, data: {tc.data}, device: {trainer.device}"
             + (f", {ranks.world_size} processes of {tc.batch_size // ranks.world_size} clips" if ranks.distributed else ""))
-        trainer.run()
-        say(f"done: {trainer.checkpoint_dir / 'latest.safetensors'}")
+        trainer.run(stop_at)
+        say(f"done: {trainer.checkpoint_dir / 'latest.safetensors'}"
+            + (f" (stopped at step {trainer.step} of {tc.steps}; continue with --resume)"
+               if trainer.step < tc.steps else ""))
         return trainer
     finally:
         stop_processes()
