@@ -28,6 +28,18 @@ def test_the_recipe_config_gives_the_shipped_networks_config():
     assert (recipe.model, recipe.diffusion) == (model_config, diffusion_config)
 
 
+def test_the_demo_guide_ships_smaller_with_its_recipe_and_the_demos_process():
+    from vdm.config import get_preset, load_config_file
+    from vdm.demo import DEMO_GUIDE
+
+    assert DEMO_GUIDE.stat().st_size < 1_500_000
+    recipe = load_config_file(DEMO_GUIDE.with_name("guide.toml"), get_preset("tiny"))
+    _, model_config, diffusion_config, metadata = read_checkpoint(DEMO_GUIDE)
+    assert (recipe.model, recipe.diffusion) == (model_config, diffusion_config)
+    assert diffusion_config == read_checkpoint(DEMO_CHECKPOINT)[2]  # so it can guide the demo
+    assert "--config vdm/demo/guide.toml" in (DEMO_CHECKPOINT.parent / "TRAINING.md").read_text()
+
+
 def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkpoint, tmp_path):
     import subprocess
     import sys
@@ -47,11 +59,17 @@ def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkp
         f"error: checkpoint {tmp_path / 'none.safetensors'} does not exist"]
 
 
-def test_vdm_run_without_a_model_uses_the_demo(tmp_path):
-    result = CliRunner().invoke(run_main, ["--steps", "2", "-n", "1", "--device", "cpu", "--out", str(tmp_path)])
+def test_vdm_run_without_a_model_uses_the_demo_autoguided_by_its_guide(tmp_path):
+    args = ["--steps", "2", "-n", "1", "--device", "cpu", "--precision", "fp32", "--seed", "3"]
+    result = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "guided")])
     assert result.exit_code == 0, result.output
-    assert "bundled demo" in result.output
-    assert read_video(tmp_path / "sample_000.mp4").shape == (8, 32, 32, 3)
+    assert "bundled demo" in result.output and "autoguided by guide.safetensors (weight 1.5)" in result.output
+    guided = read_video(tmp_path / "guided" / "sample_000.mp4")
+    assert guided.shape == (8, 32, 32, 3)
+    alone = CliRunner().invoke(run_main, [*args, "--autoguide-weight", "1", "--out", str(tmp_path / "alone")])
+    assert alone.exit_code == 0, alone.output
+    assert "bundled demo" in alone.output and "autoguided" not in alone.output
+    assert (read_video(tmp_path / "alone" / "sample_000.mp4").astype(int) - guided).any()
 
 
 def test_onnxruntime_demo_is_exported_on_first_use_then_reused(tmp_path, monkeypatch):
@@ -61,6 +79,8 @@ def test_onnxruntime_demo_is_exported_on_first_use_then_reused(tmp_path, monkeyp
     assert first.exit_code == 0, first.output
     assert "first use: exporting" in first.output
     assert (tmp_path / "cache" / "demo-bundle" / "unet.onnx").is_file()
+    assert (tmp_path / "cache" / "demo-guide-bundle" / "unet.onnx").is_file()  # its guide, too
+    assert "autoguided by demo-guide-bundle (weight 1.5)" in first.output
     second = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "b")])
     assert second.exit_code == 0, second.output
     assert "reusing the exported bundle" in second.output

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from vdm.cli.flags import backend_flags, pop_backend_options, sampler_flags
+from vdm.cli.flags import autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags
 from vdm.errors import VdmError, cli_errors
 from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
                           one_step_videos, passes_by_shape_count)
@@ -50,6 +50,13 @@ def scored_from_held_out(videos, shape_counts: list[int]) -> dict:
     return report
 
 
+def own_network(backend):
+    """The backend of the model itself: an autoguided one's main network (guidance is for sampling)."""
+    from vdm.runtime.autoguidance import AutoguidedBackend
+
+    return backend.main if isinstance(backend, AutoguidedBackend) else backend
+
+
 def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: float, from_snrs: list[float],
                 json_path: str | None) -> None:
     """Flag mistakes, before anything loads."""
@@ -70,6 +77,7 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False, type=click.Path())
 @backend_flags
+@autoguide_flags
 @sampler_flags
 @click.option("--num-samples", "-n", default=16, show_default=True, type=int, help="Videos to generate and score.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled videos.")
@@ -84,28 +92,24 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full report here.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, sampler, steps, spacing, num_samples, seed, loss_batches, one_step_snr,
+def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, num_samples, seed, loss_batches, one_step_snr,
          from_snr, json_path, debug, **backend_options):
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
-    Without MODEL, the bundled demo model is used.
+    Without MODEL, the bundled demo model is used, autoguided by its own guide. With autoguidance,
+    the held-out loss is the model's own; the videos are the guided sampler's.
     """
     from vdm.atomic import atomic_write_text
     from vdm.metrics import score_videos
-    from vdm.runtime.generator import VideoGenerator
 
     from_snrs = parse_snrs(from_snr)
     check_flags(num_samples, steps, loss_batches, one_step_snr, from_snrs, json_path)
     options = pop_backend_options(backend, backend_options)
-    if model is None:
-        from vdm.demo import demo_model_path
-
-        model = demo_model_path(backend)
-        click.echo(f"model: the bundled demo ({model})")
+    model, autoguide, weight = model_and_guide(model, backend, autoguide, autoguide_weight)
     seconds = {}
     start = time.perf_counter()
-    generator = VideoGenerator(model, backend=backend, device=device, precision=precision, **options)
+    generator = load_generator(model, backend, device, precision, options, autoguide, weight)
     seconds["load"] = time.perf_counter() - start
     click.echo(f"backend: {generator.backend.describe()}, loaded in {seconds['load']:.2f} s")
 
@@ -125,7 +129,7 @@ def main(model, backend, device, precision, sampler, steps, spacing, num_samples
     loss = None
     if loss_batches:
         start = time.perf_counter()
-        loss = held_out_loss(generator.backend, loss_batches)
+        loss = held_out_loss(own_network(generator.backend), loss_batches)
         seconds["loss"] = time.perf_counter() - start
         click.echo(f"held-out loss {loss:.4f} ({loss_batches} x {LOSS_BATCH_SIZE} clips, data seed "
                    f"{HELD_OUT_SEED}) in {seconds['loss']:.2f} s")
@@ -151,7 +155,8 @@ def main(model, backend, device, precision, sampler, steps, spacing, num_samples
 
     if json_path is not None:
         result = {
-            "model": str(model), "backend": generator.backend.describe(), "num_samples": num_samples,
+            "model": str(model), "autoguide": None if autoguide is None else str(autoguide),
+            "autoguide_weight": weight, "backend": generator.backend.describe(), "num_samples": num_samples,
             "steps": steps, "sampler": sampler, "spacing": spacing or SAMPLERS[sampler].default_spacing,
             "seed": seed, "video_shape": list(videos.shape[1:]),
             "held_out_loss": loss, "loss_batches": loss_batches, "loss_batch_size": LOSS_BATCH_SIZE,

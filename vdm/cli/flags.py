@@ -1,10 +1,12 @@
 """Click flags the CLIs share, derived from what backends and samplers declare (never restated here)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from vdm.errors import VdmError
 from vdm.runtime.backend import BACKENDS, all_options, backend_class, check_options
 from vdm.runtime.precision import PRECISIONS
 from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS
@@ -51,3 +53,62 @@ def sampler_flags(fn: Callable) -> Callable:
                       help="Sampling steps (network calls).")(fn)
     return click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True,
                         type=click.Choice(list(SAMPLERS)))(fn)
+
+
+def autoguide_flags(fn: Callable) -> Callable:
+    """--autoguide GUIDE and --autoguide-weight (runtime/autoguidance.py)."""
+    from vdm.runtime.autoguidance import DEFAULT_WEIGHT
+
+    fn = click.option("--autoguide-weight", type=float, metavar="W",
+                      help=f"Autoguidance weight w >= 1: guide + w * (model - guide); 1 turns it off "
+                           f"[default with --autoguide: {DEFAULT_WEIGHT:g}].")(fn)
+    return click.option("--autoguide", type=click.Path(), metavar="GUIDE",
+                        help="Guide sampling away from a weaker model of the same recipe (an early checkpoint, or "
+                             "a smaller model; a bundle for bundle backends): autoguidance, Karras et al. 2024.")(fn)
+
+
+def guided_weight(autoguide: str | None, autoguide_weight: float | None) -> float | None:
+    """The autoguidance weight the flags ask for (None: no guide), checked before anything loads."""
+    from vdm.runtime.autoguidance import DEFAULT_WEIGHT, check_weight
+
+    if autoguide is None:
+        if autoguide_weight is not None:
+            raise VdmError("--autoguide-weight needs --autoguide GUIDE (the weaker model to guide with)")
+        return None
+    weight = DEFAULT_WEIGHT if autoguide_weight is None else autoguide_weight
+    check_weight(weight)
+    return weight
+
+
+def model_and_guide(model: str | None, backend: str, autoguide: str | None,
+                    autoguide_weight: float | None) -> tuple[str | Path, str | Path | None, float | None]:
+    """(model, guide, weight) for the flags, checked (guide None: sample the model alone). Without
+    MODEL, the bundled demo, autoguided by its own guide unless --autoguide names another;
+    --autoguide-weight 1 samples it alone."""
+    if model is None:
+        from vdm.demo import DEMO_GUIDE_WEIGHT, demo_model_path
+
+        own_guide = autoguide is None
+        if own_guide and autoguide_weight is None:
+            autoguide_weight = DEMO_GUIDE_WEIGHT
+        weight = guided_weight("the demo's guide" if own_guide else autoguide, autoguide_weight)
+        model = demo_model_path(backend)
+        if own_guide and weight != 1:
+            autoguide = demo_model_path(backend, guide=True)
+        click.echo(f"model: the bundled demo ({model})")
+    else:
+        weight = guided_weight(autoguide, autoguide_weight)
+    if weight in (None, 1):
+        return model, None, None
+    return model, autoguide, weight
+
+
+def load_generator(model: str | Path, backend: str, device: str, precision: str, options: dict[str, Any],
+                   autoguide: str | Path | None = None, weight: float | None = None):
+    """The VideoGenerator for MODEL on `backend`, autoguided by `autoguide` when one is given."""
+    from vdm.runtime.autoguidance import load_autoguided
+    from vdm.runtime.generator import VideoGenerator
+
+    if autoguide is None:
+        return VideoGenerator(model, backend=backend, device=device, precision=precision, **options)
+    return VideoGenerator(backend=load_autoguided(backend, model, autoguide, weight, device, precision, **options))

@@ -17,8 +17,7 @@ import click
 import torch
 
 from vdm.atomic import atomic_write_bytes
-from vdm.cli.flags import sampler_flags
-from vdm.demo import DEMO_CHECKPOINT
+from vdm.cli.flags import autoguide_flags, load_generator, model_and_guide, sampler_flags
 from vdm.demo.frames import frames_sheet, png_bytes
 from vdm.errors import VdmError, cli_errors
 
@@ -29,18 +28,19 @@ from vdm.errors import VdmError, cli_errors
               help="Generated videos (rows).")
 @click.option("--real", "num_real", default=2, show_default=True, type=click.IntRange(0, 64),
               help="Training clips shown above them.")
+@autoguide_flags
 @sampler_flags
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the generated videos.")
 @click.option("--out", default="demo-frames.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG to write (atomically).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, num_videos, num_real, sampler, steps, spacing, seed, out, debug):
-    """Write a PNG of MODEL's videos (default: the bundled demo), frame by frame, scored by vdm.metrics."""
+def main(model, num_videos, num_real, autoguide, autoguide_weight, sampler, steps, spacing, seed, out, debug):
+    """Write a PNG of MODEL's videos (default: the bundled demo, autoguided by its own guide), frame by
+    frame, scored by vdm.metrics."""
     from vdm.data import SyntheticShapes
-    from vdm.runtime.generator import VideoGenerator
-
-    generator = VideoGenerator(model or DEMO_CHECKPOINT, backend="torch", device="cpu")
+    model, autoguide, weight = model_and_guide(model, "torch", autoguide, autoguide_weight)
+    generator = load_generator(model, "torch", "cpu", "auto", {}, autoguide, weight)
     cfg = generator.model_config
     if cfg.in_channels != 3:
         raise VdmError(f"the metric reads RGB videos; this model has {cfg.in_channels} channels")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from vdm.cli.flags import backend_flags, pop_backend_options, sampler_flags
+from vdm.cli.flags import autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags
 from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
 
@@ -15,6 +15,7 @@ from vdm.runtime.backend import synchronize
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False, type=click.Path())
 @backend_flags
+@autoguide_flags
 @sampler_flags
 @click.option("--eta", default=0.0, show_default=True, type=float, help="DDIM noise (0 = deterministic; ddim only).")
 @click.option("--num-samples", "-n", default=4, show_default=True, type=int)
@@ -27,24 +28,19 @@ from vdm.runtime.backend import synchronize
 @click.option("--fps", default=8, show_default=True, type=int)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, sampler, steps, spacing, eta, num_samples, frames, size, seed, guidance,
+def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, eta, num_samples, frames, size, seed, guidance,
          class_label, out, fps, debug, **backend_options):
     """Generate videos from MODEL (a checkpoint .safetensors or an exported bundle directory).
 
-    Without MODEL, the bundled demo model (bouncing shapes) is used.
+    Without MODEL, the bundled demo model (bouncing shapes) is used, autoguided by its own guide.
     """
-    from vdm.runtime.generator import VideoGenerator
     from vdm.video import write_videos
 
     check_counts(num_samples=num_samples, frames=frames, size=size, fps=fps)
     options = pop_backend_options(backend, backend_options)
-    if model is None:
-        from vdm.demo import demo_model_path
-
-        model = demo_model_path(backend)
-        click.echo(f"model: the bundled demo ({model})")
+    model, autoguide, weight = model_and_guide(model, backend, autoguide, autoguide_weight)
     t0 = time.perf_counter()
-    generator = VideoGenerator(model, backend=backend, device=device, precision=precision, **options)
+    generator = load_generator(model, backend, device, precision, options, autoguide, weight)
     load_s = time.perf_counter() - t0
     click.echo(f"backend: {generator.backend.describe()}, loaded in {load_s:.2f} s")
 
