@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from vdm.cli.flags import autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags
+from vdm.cli.flags import (autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options,
+                           sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
                           one_step_videos, passes_by_shape_count)
@@ -92,8 +93,8 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full report here.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, num_samples, seed, loss_batches, one_step_snr,
-         from_snr, json_path, debug, **backend_options):
+def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, num_samples, seed,
+         loss_batches, one_step_snr, from_snr, json_path, debug, **backend_options):
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 

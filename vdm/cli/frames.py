@@ -39,6 +39,7 @@ def main(model, num_videos, num_real, autoguide, autoguide_weight, sampler, step
     """Write a PNG of MODEL's videos (default: the bundled demo, autoguided by its own guide), frame by
     frame, scored by vdm.metrics."""
     from vdm.data import SyntheticShapes
+
     model, autoguide, weight = model_and_guide(model, "torch", autoguide, autoguide_weight)
     generator = load_generator(model, "torch", "cpu", "auto", {}, autoguide, weight)
     cfg = generator.model_config

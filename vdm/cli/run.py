@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from vdm.cli.flags import autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags
+from vdm.cli.flags import (autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options,
+                           sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
 
@@ -28,8 +29,8 @@ from vdm.runtime.backend import synchronize
 @click.option("--fps", default=8, show_default=True, type=int)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, eta, num_samples, frames, size, seed, guidance,
-         class_label, out, fps, debug, **backend_options):
+def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, eta, num_samples,
+         frames, size, seed, guidance, class_label, out, fps, debug, **backend_options):
     """Generate videos from MODEL (a checkpoint .safetensors or an exported bundle directory).
 
     Without MODEL, the bundled demo model (bouncing shapes) is used, autoguided by its own guide.
