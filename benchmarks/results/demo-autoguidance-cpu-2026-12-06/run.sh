@@ -16,3 +16,10 @@ for w in 1.5 1; do
       --json $out/reports/fp32-256-seed1-$tag.json > $out/vdm-eval-fp32-256-seed1-$tag.txt 2>&1
 done
 gzip -f $out/reports/*.json
+# the stochastic sampler, 20 steps, guided at weight 2 and alone (added after the sweep, sweep-sde.txt)
+for w in 2 1; do
+  tag=$([ "$w" = 1 ] && echo alone || echo guided-w2)
+  vdm-eval --device cpu --precision fp32 -n 256 --seed 1 --sampler dpm++2m-sde --steps 20 --autoguide-weight $w \
+      --loss-batches 0 --json $out/reports/sde20-256-seed1-$tag.json > $out/vdm-eval-sde20-256-seed1-$tag.txt 2>&1
+done
+gzip -f $out/reports/sde20-*.json
