@@ -159,6 +159,12 @@ def test_stopping_early_then_resuming_keeps_the_schedule_of_the_whole_run(tmp_pa
         resumed.run(stop_at=3)
 
 
+def test_resuming_a_finished_run_trains_no_more(tmp_path):
+    preset = tiny_preset(tiny_model(), steps=2)
+    run(preset, tmp_path)
+    assert run(preset, tmp_path, resume_at=2).step == 2  # nothing to do, and no --stop-at to complain about
+
+
 def test_resume_with_a_different_model_config_is_refused(tmp_path, tiny_model_config):
     run(tiny_preset(tiny_model_config, steps=1), tmp_path)
     wider = Trainer(tiny_preset(dataclasses.replace(tiny_model_config, base_channels=16)), tmp_path, CPU)

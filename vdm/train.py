@@ -471,7 +471,7 @@ class Trainer:
         logging, checkpointing and sampling on the way (files from rank 0 only)."""
         tc = self.train_cfg
         end = tc.steps if stop_at is None else min(stop_at, tc.steps)
-        if self.step >= end:
+        if stop_at is not None and self.step >= end:
             raise VdmError(f"--stop-at {stop_at}: this run is already at step {self.step}")
         main = self.ranks.is_main
         if main:
