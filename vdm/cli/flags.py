@@ -67,15 +67,15 @@ def autoguide_flags(fn: Callable) -> Callable:
                              "a smaller model; a bundle for bundle backends): autoguidance, Karras et al. 2024.")(fn)
 
 
-def guided_weight(autoguide: str | None, autoguide_weight: float | None) -> float | None:
+def guided_weight(has_guide: bool, autoguide_weight: float | None, default: float) -> float | None:
     """The autoguidance weight the flags ask for (None: no guide), checked before anything loads."""
-    from vdm.runtime.autoguidance import DEFAULT_WEIGHT, check_weight
+    from vdm.runtime.autoguidance import check_weight
 
-    if autoguide is None:
+    if not has_guide:
         if autoguide_weight is not None:
             raise VdmError("--autoguide-weight needs --autoguide GUIDE (the weaker model to guide with)")
         return None
-    weight = DEFAULT_WEIGHT if autoguide_weight is None else autoguide_weight
+    weight = default if autoguide_weight is None else autoguide_weight
     check_weight(weight)
     return weight
 
@@ -85,19 +85,19 @@ def model_and_guide(model: str | None, backend: str, autoguide: str | None,
     """(model, guide, weight) for the flags, checked (guide None: sample the model alone). Without
     MODEL, the bundled demo, autoguided by its own guide unless --autoguide names another;
     --autoguide-weight 1 samples it alone."""
+    from vdm.runtime.autoguidance import DEFAULT_WEIGHT
+
     if model is None:
         from vdm.demo import DEMO_GUIDE_WEIGHT, demo_model_path
 
         own_guide = autoguide is None
-        if own_guide and autoguide_weight is None:
-            autoguide_weight = DEMO_GUIDE_WEIGHT
-        weight = guided_weight("the demo's guide" if own_guide else autoguide, autoguide_weight)
+        weight = guided_weight(True, autoguide_weight, DEMO_GUIDE_WEIGHT if own_guide else DEFAULT_WEIGHT)
         model = demo_model_path(backend)
         if own_guide and weight != 1:
             autoguide = demo_model_path(backend, guide=True)
         click.echo(f"model: the bundled demo ({model})")
     else:
-        weight = guided_weight(autoguide, autoguide_weight)
+        weight = guided_weight(autoguide is not None, autoguide_weight, DEFAULT_WEIGHT)
     if weight in (None, 1):
         return model, None, None
     return model, autoguide, weight
