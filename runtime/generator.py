@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend, load_backend
-from vdm.runtime.sampling import (ddim_invert, initial_noise, network_batch, sample, sampler_for, slerp,
-                                  step_generator)
-from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, Sampler
+from vdm.runtime.sampling import (SamplingPlan, ddim_invert, initial_noise, network_batch, sample, sample_plan,
+                                  sampling_plan, slerp, step_generator)
+from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, Restart
 
 
 class VideoGenerator:
@@ -39,12 +40,12 @@ class VideoGenerator:
     def check_request(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
                       width: int | None = None, num_steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
                       guidance: float = 1.0, class_label: int | None = None, spacing: str | None = None,
-                      eta: float = 0.0) -> tuple[tuple[int, ...], Sampler]:
-        """Check a generate() request before any work: the (N, C, T, H, W) shape to sample, and the sampler."""
+                      eta: float = 0.0, restarts: Sequence[Restart] = ()) -> tuple[tuple[int, ...], SamplingPlan]:
+        """Check a generate() request before any work: the (N, C, T, H, W) shape to sample, and the plan."""
         cfg = self.model_config
         if num_samples < 1:
             raise VdmError("num_samples must be at least 1")
-        plan = sampler_for(self.backend, sampler, num_steps, spacing, eta)  # VdmError on a bad name/steps/eta
+        plan = sampling_plan(self.backend, sampler, num_steps, spacing, eta, restarts)  # VdmError on bad name/steps/eta
         if not math.isfinite(guidance):
             raise VdmError(f"guidance must be a finite number, got {guidance}")
         if class_label is not None and not cfg.conditional:
@@ -61,18 +62,19 @@ class VideoGenerator:
     def generate(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
                  width: int | None = None, num_steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
                  seed: int | None = None, guidance: float = 1.0, class_label: int | None = None, eta: float = 0.0,
-                 spacing: str | None = None, on_step=None) -> torch.Tensor:
+                 spacing: str | None = None, restarts: Sequence[Restart] = (), on_step=None) -> torch.Tensor:
         """(num_samples, C, T, H, W) videos in [-1, 1]; shapes left as None are the model's training shape.
 
         sampler: ddim, ddpm, dpm++2m, dpm++2m-sde or unipc (vdm.samplers); spacing: linspace, leading, trailing, logsnr
-        or karras (None: the sampler's own default); eta: DDIM's noise (0 = deterministic).
+        or karras (None: the sampler's own default); eta: DDIM's noise (0 = deterministic); restarts: passes
+        that noise the finished videos again and finish them again (vdm.samplers.Restart), in order.
         """
         shape, plan = self.check_request(num_samples, num_frames, height, width, num_steps, sampler, guidance,
-                                         class_label, spacing, eta)
+                                         class_label, spacing, eta, restarts)
         y = None if class_label is None else torch.full((num_samples,), class_label, dtype=torch.long,
                                                          device=self.device)
         noise = initial_noise(shape, seed, self.device, self.backend.diffusion_config.frame_noise_correlation)
-        return sample(self.backend, noise, plan, y, guidance, step_generator(seed, self.device), on_step=on_step)
+        return sample_plan(self.backend, noise, plan, y, guidance, step_generator(seed, self.device), on_step)
 
     def invert(self, video: torch.Tensor, num_steps: int = 50) -> torch.Tensor:
         """DDIM inversion: clean videos (B, C, T, H, W) in [-1, 1] -> their x_T under DDIM with num_steps."""
@@ -80,7 +82,7 @@ class VideoGenerator:
         if video.ndim == 4:
             video = video.unsqueeze(0)
         _, plan = self.check_request(video.shape[0], *video.shape[2:], num_steps=num_steps, sampler="ddim")
-        return ddim_invert(self.backend, video, plan.timesteps)
+        return ddim_invert(self.backend, video, plan.sampler.timesteps)
 
     def interpolate(self, video1: torch.Tensor, video2: torch.Tensor, num_steps: int = 50,
                     num_interp_frames: int = 8, sampler: str = "ddim", decode_steps: int | None = None) -> torch.Tensor:
@@ -101,4 +103,4 @@ class VideoGenerator:
         z1, z2 = self.invert(torch.stack([v1, v2]), num_steps)
         weights = [i / (num_interp_frames - 1) for i in range(num_interp_frames)]
         noise = torch.stack([slerp(z1, z2, w) for w in weights])  # (N, C, T, H, W)
-        return sample(self.backend, noise, plan)
+        return sample(self.backend, noise, plan.sampler)

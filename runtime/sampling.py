@@ -1,5 +1,5 @@
 """The sampling loop, written once for every backend and sampler: classifier-free guidance,
-seeding, DDIM inversion.
+seeding, restarts, DDIM inversion.
 
 The loop asks the network for its prediction and hands it to a sampler (vdm/samplers.py), which
 owns the update rule and any multistep state. The latent stays on the backend's device in float32
@@ -9,15 +9,16 @@ step copies anything to or from the host.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
 from vdm.config import ModelConfig
-from vdm.diffusion import Schedule, correlate_frames, split_prediction, with_estimate
+from vdm.diffusion import Schedule, correlate_frames, split_prediction, timestep_at_snr, with_estimate
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
-from vdm.samplers import Sampler, make_sampler
+from vdm.samplers import Restart, Sampler, make_sampler
 
 
 def network_batch(num_samples: int, guidance: float) -> int:
@@ -100,6 +101,63 @@ def sample(backend: Backend, noise: torch.Tensor, sampler: Sampler, y: torch.Ten
             on_step(i, num_steps)
     check_finite_latent(int(first_bad), sampler, backend)
     return x.clamp(-1, 1)
+
+
+@dataclass
+class SamplingPlan:
+    """What a generation runs: `sampler` from pure noise, then each restart pass's sampler, whose plan
+    starts at its restart's timestep (vdm.samplers.Restart)."""
+
+    sampler: Sampler
+    restarts: tuple[Sampler, ...] = ()
+
+    @property
+    def passes(self) -> tuple[Sampler, ...]:
+        return (self.sampler, *self.restarts)
+
+    @property
+    def num_calls(self) -> int:
+        """Network calls over every pass."""
+        return sum(len(sampler.timesteps) for sampler in self.passes)
+
+    def describe(self) -> str:
+        if not self.restarts:
+            return self.sampler.describe()
+        again = ", ".join(f"t={r.timesteps[0]} in {len(r.timesteps)} steps" for r in self.restarts)
+        return f"{self.sampler.describe()}; restarted from {again} ({self.num_calls} network calls)"
+
+
+def sampling_plan(backend: Backend, name: str, num_steps: int, spacing: str | None = None, eta: float = 0.0,
+                  restarts: Sequence[Restart] = ()) -> SamplingPlan:
+    """The sampler `name` for a generation from noise, then one of its kind per restart, from the
+    timestep nearest the restart's SNR (fewer steps where fewer timesteps lie below it)."""
+    alphas_cumprod = Schedule.from_config(backend.diffusion_config).alphas_cumprod
+    passes = []
+    for restart in restarts:
+        start = timestep_at_snr(alphas_cumprod, restart.snr)
+        passes.append(sampler_for(backend, name, min(restart.steps, start + 1), spacing, eta, start=start))
+    return SamplingPlan(sampler_for(backend, name, num_steps, spacing, eta), tuple(passes))
+
+
+def sample_plan(backend: Backend, noise: torch.Tensor, plan: SamplingPlan, y: torch.Tensor | None = None,
+                guidance: float = 1.0, generator: torch.Generator | None = None,
+                on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """sample() from x_T = noise (B, C, T, H, W), then each restart: the videos noised again to the
+    restart's first timestep with fresh noise (from `generator`, on the device) and finished again.
+    on_step counts network calls over every pass."""
+    done = 0
+
+    def counted(i: int, _: int) -> None:
+        on_step(done + i, plan.num_calls)
+
+    videos = noise
+    for k, sampler in enumerate(plan.passes):
+        if k:  # a restart: noised again from the finished videos
+            abar = sampler.abars[0]
+            videos = math.sqrt(abar) * videos + math.sqrt(1 - abar) * sampler.fresh_noise(videos, generator)
+        videos = sample(backend, videos, sampler, y, guidance, generator, on_step=on_step and counted)
+        done += len(sampler.timesteps)
+    return videos
 
 
 class SamplingDiverged(VdmError):

@@ -59,16 +59,18 @@ def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkp
         f"error: checkpoint {tmp_path / 'none.safetensors'} does not exist"]
 
 
-def test_vdm_run_without_a_model_uses_the_demo_autoguided_by_its_guide(tmp_path):
+def test_vdm_run_without_a_model_uses_the_demo_autoguided_by_its_guide_and_restarted(tmp_path):
     args = ["--steps", "2", "-n", "1", "--device", "cpu", "--precision", "fp32", "--seed", "3"]
     result = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "guided")])
     assert result.exit_code == 0, result.output
     assert "bundled demo" in result.output and "autoguided by guide.safetensors (weight 1.5)" in result.output
+    assert "restarted from t=872 in 6 steps (8 network calls)" in result.output  # SNR 0.01 (DEMO_RESTARTS)
     guided = read_video(tmp_path / "guided" / "sample_000.mp4")
     assert guided.shape == (8, 32, 32, 3)
-    alone = CliRunner().invoke(run_main, [*args, "--autoguide-weight", "1", "--out", str(tmp_path / "alone")])
+    alone = CliRunner().invoke(run_main, [*args, "--autoguide-weight", "1", "--restart", "none",
+                                          "--out", str(tmp_path / "alone")])
     assert alone.exit_code == 0, alone.output
-    assert "bundled demo" in alone.output and "autoguided" not in alone.output
+    assert "bundled demo" in alone.output and "autoguided" not in alone.output and "restarted" not in alone.output
     assert (read_video(tmp_path / "alone" / "sample_000.mp4").astype(int) - guided).any()
 
 
@@ -125,7 +127,7 @@ def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_che
     args = [str(tiny_checkpoint), "--videos", "1", "--real", "1", "--sampler", "dpm++2m-sde", "--steps", "3"]
     result = CliRunner().invoke(frames_main, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "1 training clips, then 1 videos (dpm++2m-sde, 3 steps;" in result.output
+    assert "1 training clips, then 1 videos (dpm++2m-sde, 3 steps, " in result.output
     size = read_checkpoint(tiny_checkpoint)[1].size
     assert Image.open(out).size[1] == 2 * size * SCALE + GAP  # two rows of frames, one gap between
     missing = CliRunner().invoke(frames_main, [str(tiny_checkpoint), "--out", str(tmp_path / "no" / "f.png")])

@@ -277,7 +277,7 @@ def test_calibration_records_every_network_call_of_the_default_sampler(tiny_chec
     reference = VideoGenerator(tiny_checkpoint, backend="torch", device="cpu")
     feeds = record_calibration(reference, SMALL)
     assert len(feeds) == 2 * 6 and sorted({int(f["t"][0]) for f in feeds}, reverse=True) == \
-        reference.check_request(1)[1].timesteps
+        reference.check_request(1)[1].sampler.timesteps
     assert all(f["x"].shape == (1, 3, 4, 8, 8) and torch.isfinite(torch.from_numpy(f["x"])).all() for f in feeds)
 
 

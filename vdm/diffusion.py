@@ -76,6 +76,12 @@ class Schedule:
         return len(self.betas)
 
 
+def timestep_at_snr(alphas_cumprod: np.ndarray, snr: float) -> int:
+    """The training timestep whose signal-to-noise ratio abar / (1 - abar) is nearest `snr` in log."""
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    return int(np.argmin(np.abs(np.log(abar / (1 - abar)) - math.log(snr))))
+
+
 def timesteps_in_snr_range(alphas_cumprod: np.ndarray, low: float, high: float) -> tuple[int, int]:
     """(first, count): the consecutive training timesteps whose SNR = abar / (1 - abar) lies in
     [low, high] (SNR falls as t grows); count is 0 when none does."""

@@ -17,13 +17,11 @@ locates the noise levels where sampled videos lose what the metric asks for.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
-import numpy as np
 import torch
 
-from vdm.diffusion import correlate_frames
+from vdm.diffusion import correlate_frames, timestep_at_snr
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
 from vdm.runtime.sampling import network_input, sample, sampler_for, step_generator
@@ -62,11 +60,6 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
                 else training_loss(out, x0, noise, t, schedule))
         losses.append(loss.item())
     return sum(losses) / len(losses)
-
-
-def timestep_at_snr(alphas_cumprod: np.ndarray, snr: float) -> int:
-    """The training timestep whose signal-to-noise ratio abar / (1 - abar) is nearest `snr` in log."""
-    return int(np.argmin(np.abs(np.log(alphas_cumprod / (1 - alphas_cumprod)) - math.log(snr))))
 
 
 def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int = LOSS_BATCH_SIZE,

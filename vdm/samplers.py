@@ -24,6 +24,7 @@ first order on their first step and on the final step to clean data, where lambd
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -395,3 +396,46 @@ def make_sampler(name: SamplerName, alphas_cumprod: np.ndarray, num_steps: int, 
         sampler = SAMPLERS[name](alphas_cumprod, num_steps, spacing)
     sampler.frame_noise_correlation = frame_noise_correlation
     return sampler
+
+
+# ---------------------------------------------------------------------------------------------
+# Restarts
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One restart pass (Xu et al. 2023, "Restart Sampling for Improving Generative Processes", with
+    its interval's low end at clean data): the finished videos are noised again to the timestep whose
+    SNR is nearest `snr`, with fresh noise, and the sampler finishes them again in `steps` calls.
+
+    A deterministic sampler carries its early mistakes to the end; the fresh noise lets the next pass
+    contract them, as a stochastic sampler's does at every step, while each pass stays a few-step
+    deterministic solve.
+    """
+
+    snr: float
+    steps: int
+
+    def __post_init__(self):
+        if not (math.isfinite(self.snr) and self.snr > 0):
+            raise VdmError(f"a restart's SNR must be a positive number, got {self.snr}")
+        if self.steps < 1:
+            raise VdmError(f"a restart needs at least 1 step, got {self.steps}")
+
+    def __str__(self) -> str:
+        return f"{self.snr:g}:{self.steps}"
+
+
+def parse_restarts(text: str) -> tuple[Restart, ...]:
+    """'0.01:6,1:4' -> (Restart(0.01, 6), Restart(1.0, 4)); 'none' (or '') -> no restarts."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    restarts = []
+    for item in (part.strip() for part in text.split(",")):
+        snr, _, steps = item.partition(":")
+        try:
+            restarts.append(Restart(float(snr), int(steps)))
+        except ValueError:
+            raise VdmError(f"restart {item!r} is not SNR:STEPS (e.g. 0.01:6; several comma-separated, "
+                           "or none)") from None
+    return tuple(restarts)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options,
-                           sampler_flags)
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_restarts, load_generator, model_and_guide,
+                           pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
                           one_step_videos, passes_by_shape_count)
@@ -93,13 +93,14 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full report here.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, num_samples, seed,
-         loss_batches, one_step_snr, from_snr, json_path, debug, **backend_options):
+def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, restart, num_samples,
+         seed, loss_batches, one_step_snr, from_snr, json_path, debug, **backend_options):
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
-    Without MODEL, the bundled demo model is used, autoguided by its own guide. With autoguidance,
-    the held-out loss is the model's own; the videos are the guided sampler's.
+    Without MODEL, the bundled demo model is used, autoguided by its own guide and restarted once
+    (--restart). With autoguidance, the held-out loss is the model's own; the videos are the guided
+    sampler's. --from-snr finishes held-out clips without restarts.
     """
     from vdm.atomic import atomic_write_text
     from vdm.metrics import score_videos
@@ -107,6 +108,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     from_snrs = parse_snrs(from_snr)
     check_flags(num_samples, steps, loss_batches, one_step_snr, from_snrs, json_path)
     options = pop_backend_options(backend, backend_options)
+    restarts = chosen_restarts(restart, demo=model is None)
     model, autoguide, weight = model_and_guide(model, backend, autoguide, autoguide_weight)
     seconds = {}
     start = time.perf_counter()
@@ -114,13 +116,15 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     seconds["load"] = time.perf_counter() - start
     click.echo(f"backend: {generator.backend.describe()}, loaded in {seconds['load']:.2f} s")
 
+    _, plan = generator.check_request(num_samples, num_steps=steps, sampler=sampler, spacing=spacing,
+                                      restarts=restarts)
     start = time.perf_counter()
-    videos = generator.generate(num_samples, num_steps=steps, sampler=sampler, spacing=spacing,
-                                seed=seed)  # (N, C, T, H, W)
+    videos = generator.generate(num_samples, num_steps=steps, sampler=sampler, spacing=spacing, seed=seed,
+                                restarts=restarts)  # (N, C, T, H, W)
     synchronize(generator.device)
     seconds["sample"] = time.perf_counter() - start
-    click.echo(f"sampled {num_samples} videos {tuple(videos.shape[1:])} ({sampler}, {steps} steps, "
-               f"seed {seed}) in {seconds['sample']:.2f} s")
+    click.echo(f"sampled {num_samples} videos {tuple(videos.shape[1:])} ({plan.describe()}, seed {seed}) "
+               f"in {seconds['sample']:.2f} s")
 
     start = time.perf_counter()
     report = score_videos(videos)
@@ -148,10 +152,10 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     finished = []
     for snr in from_snrs:
         start = time.perf_counter()
-        videos_from, plan = finished_videos(generator.backend, snr, sampler, steps, spacing, loss_batches)
-        finished.append({"snr": snr, "timesteps": plan, **scored_from_held_out(videos_from, shape_counts)})
+        videos_from, timesteps = finished_videos(generator.backend, snr, sampler, steps, spacing, loss_batches)
+        finished.append({"snr": snr, "timesteps": timesteps, **scored_from_held_out(videos_from, shape_counts)})
         seconds[f"from_snr_{snr:g}"] = time.perf_counter() - start
-        click.echo(f"from held-out clips at SNR {snr:g} (t={plan[0]}, {len(plan)} steps): "
+        click.echo(f"from held-out clips at SNR {snr:g} (t={timesteps[0]}, {len(timesteps)} steps): "
                    f"{held_out_summary(finished[-1])}, in {seconds[f'from_snr_{snr:g}']:.2f} s")
 
     if json_path is not None:
@@ -159,6 +163,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
             "model": str(model), "autoguide": None if autoguide is None else str(autoguide),
             "autoguide_weight": weight, "backend": generator.backend.describe(), "num_samples": num_samples,
             "steps": steps, "sampler": sampler, "spacing": spacing or SAMPLERS[sampler].default_spacing,
+            "restarts": [str(r) for r in restarts], "network_calls": plan.num_calls,
             "seed": seed, "video_shape": list(videos.shape[1:]),
             "held_out_loss": loss, "loss_batches": loss_batches, "loss_batch_size": LOSS_BATCH_SIZE,
             "held_out_seed": HELD_OUT_SEED, "one_step": one_step, "from_snr": finished, "seconds": seconds, **report.to_dict(),

@@ -9,7 +9,7 @@ import click
 from vdm.errors import VdmError
 from vdm.runtime.backend import BACKENDS, all_options, backend_class, check_options
 from vdm.runtime.precision import PRECISIONS
-from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS
+from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS, Restart, parse_restarts
 
 
 def precision_help() -> str:
@@ -46,13 +46,27 @@ def pop_backend_options(backend: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampler_flags(fn: Callable) -> Callable:
-    """--sampler, --steps, --spacing (defaults from vdm.samplers)."""
+    """--sampler, --steps, --spacing, --restart (defaults from vdm.samplers, and the demo's own)."""
+    from vdm.demo import DEMO_RESTARTS
+
+    fn = click.option("--restart", metavar="SNR:STEPS[,...]",
+                      help="Restart sampling (Xu et al. 2023): noise the finished videos again to SNR and finish "
+                           "them again in STEPS calls of the sampler; comma-separate several passes; none turns "
+                           f"it off [default: none; the bundled demo: {DEMO_RESTARTS}].")(fn)
     fn = click.option("--spacing", type=click.Choice(SPACINGS),
                       help="Timesteps of the steps (default: the sampler's own).")(fn)
     fn = click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int,
                       help="Sampling steps (network calls).")(fn)
     return click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True,
                         type=click.Choice(list(SAMPLERS)))(fn)
+
+
+def chosen_restarts(restart: str | None, demo: bool) -> tuple[Restart, ...]:
+    """The restart passes --restart asks for, checked before anything loads; without the flag, none,
+    or for the bundled demo (no MODEL) its own."""
+    from vdm.demo import DEMO_RESTARTS
+
+    return parse_restarts(DEMO_RESTARTS if restart is None and demo else restart or "none")
 
 
 def autoguide_flags(fn: Callable) -> Callable:

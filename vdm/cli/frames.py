@@ -17,7 +17,7 @@ import click
 import torch
 
 from vdm.atomic import atomic_write_bytes
-from vdm.cli.flags import autoguide_flags, load_generator, model_and_guide, sampler_flags
+from vdm.cli.flags import autoguide_flags, chosen_restarts, load_generator, model_and_guide, sampler_flags
 from vdm.demo.frames import frames_sheet, png_bytes
 from vdm.errors import VdmError, cli_errors
 
@@ -35,23 +35,27 @@ from vdm.errors import VdmError, cli_errors
               help="PNG to write (atomically).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, num_videos, num_real, autoguide, autoguide_weight, sampler, steps, spacing, seed, out, debug):
-    """Write a PNG of MODEL's videos (default: the bundled demo, autoguided by its own guide), frame by
-    frame, scored by vdm.metrics."""
+def main(model, num_videos, num_real, autoguide, autoguide_weight, sampler, steps, spacing, restart, seed, out,
+         debug):
+    """Write a PNG of MODEL's videos (default: the bundled demo, autoguided by its own guide and
+    restarted once), frame by frame, scored by vdm.metrics."""
     from vdm.data import SyntheticShapes
 
+    restarts = chosen_restarts(restart, demo=model is None)
     model, autoguide, weight = model_and_guide(model, "torch", autoguide, autoguide_weight)
     generator = load_generator(model, "torch", "cpu", "auto", {}, autoguide, weight)
     cfg = generator.model_config
     if cfg.in_channels != 3:
         raise VdmError(f"the metric reads RGB videos; this model has {cfg.in_channels} channels")
-    videos = generator.generate(num_videos, num_steps=steps, sampler=sampler, spacing=spacing,
-                                seed=seed)  # (N, 3, T, H, W)
+    _, plan = generator.check_request(num_videos, num_steps=steps, sampler=sampler, spacing=spacing,
+                                      restarts=restarts)
+    videos = generator.generate(num_videos, num_steps=steps, sampler=sampler, spacing=spacing, seed=seed,
+                                restarts=restarts)  # (N, 3, T, H, W)
     real = SyntheticShapes(cfg.frames, cfg.size, seed=seed).batch(0, num_real) if num_real else videos[:0]
     sheet, reports = frames_sheet(torch.cat([real, videos]).numpy())
     atomic_write_bytes(Path(out), png_bytes(sheet))
     passed = sum(r.passed for r in reports[num_real:])
-    click.echo(f"wrote {out}: {num_real} training clips, then {num_videos} videos ({sampler}, {steps} steps; "
+    click.echo(f"wrote {out}: {num_real} training clips, then {num_videos} videos ({plan.describe()}; "
                f"{passed}/{num_videos} pass the metric)")
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, load_generator, model_and_guide, pop_backend_options,
-                           sampler_flags)
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_restarts, load_generator, model_and_guide,
+                           pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
 
@@ -29,16 +29,18 @@ from vdm.runtime.backend import synchronize
 @click.option("--fps", default=8, show_default=True, type=int)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, eta, num_samples,
-         frames, size, seed, guidance, class_label, out, fps, debug, **backend_options):
+def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, restart, eta,
+         num_samples, frames, size, seed, guidance, class_label, out, fps, debug, **backend_options):
     """Generate videos from MODEL (a checkpoint .safetensors or an exported bundle directory).
 
-    Without MODEL, the bundled demo model (bouncing shapes) is used, autoguided by its own guide.
+    Without MODEL, the bundled demo model (bouncing shapes) is used, autoguided by its own guide and
+    restarted once (--restart).
     """
     from vdm.video import write_videos
 
     check_counts(num_samples=num_samples, frames=frames, size=size, fps=fps)
     options = pop_backend_options(backend, backend_options)
+    restarts = chosen_restarts(restart, demo=model is None)
     model, autoguide, weight = model_and_guide(model, backend, autoguide, autoguide_weight)
     t0 = time.perf_counter()
     generator = load_generator(model, backend, device, precision, options, autoguide, weight)
@@ -47,9 +49,9 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
 
     # A bad request fails before any work or progress bar.
     _, plan = generator.check_request(num_samples, frames, size, size, steps, sampler, guidance, class_label,
-                                      spacing, eta)
+                                      spacing, eta, restarts)
     click.echo(f"sampler: {plan.describe()}")
-    bar = tqdm(total=steps, desc="sampling", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=plan.num_calls, desc="sampling", unit="step", dynamic_ncols=True)
     step_times: list[float] = []
     last = [time.perf_counter()]
 
@@ -65,7 +67,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     try:
         videos = generator.generate(num_samples, num_frames=frames, height=size, width=size, num_steps=steps,
                                     sampler=sampler, seed=seed, guidance=guidance, class_label=class_label,
-                                    eta=eta, spacing=spacing, on_step=on_step)
+                                    eta=eta, spacing=spacing, restarts=restarts, on_step=on_step)
         synchronize(generator.device)
     finally:
         bar.close()  # an error then starts on a line of its own

@@ -11,6 +11,9 @@ DEMO_CHECKPOINT = Path(__file__).with_name("demo.safetensors")
 # recipe, at the weight that passed the most videos (TRAINING.md, "Autoguidance").
 DEMO_GUIDE = Path(__file__).with_name("guide.safetensors")
 DEMO_GUIDE_WEIGHT = 1.5
+# Its videos are restarted once (vdm.samplers.Restart) from SNR 0.01, where their colours are chosen:
+# the pass that kept the most shapes' colours (TRAINING.md, "Restart sampling").
+DEMO_RESTARTS = "0.01:6"
 
 
 def cache_dir() -> Path:
