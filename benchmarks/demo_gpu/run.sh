@@ -10,10 +10,11 @@
 # (~1.6 TFLOP/s at batch 64: ../shared/GPU.md). A PROBE_STEPS-step run of each, all side by side,
 # measures its steps/s under that shared load; the real run's cosine schedule is then sized to end
 # after TRAIN_SECONDS. Then `vdm-eval` scores each: the issue's command (`-n 32`, default sampler and
-# precision) and, in fp32, 64 videos from noise and from held-out clips noised to FROM_SNR.
+# precision) and, in fp32, 64 videos from noise and from held-out clips noised to FROM_SNR; videos
+# from noise restarted as the demo's are (RESTART; `none` for the sampler alone).
 # Everything lands in OUT: logs, metrics.jsonl, vdm-eval's text and JSON, float16 weights.
 #
-# Knobs (environment): CONFIGS, BATCH, LR, EMA, TRAIN_SECONDS, PROBE_STEPS, FROM_SNR, EVAL_N, DEVICE
+# Knobs (environment): CONFIGS, BATCH, LR, EMA, TRAIN_SECONDS, PROBE_STEPS, FROM_SNR, EVAL_N, RESTART, DEVICE
 # (cuda; cpu for a dry run here), PYTHON (python3), OUT (the device tool sets it).
 set -euo pipefail
 
@@ -28,6 +29,7 @@ TRAIN_SECONDS="${TRAIN_SECONDS:-330}"
 PROBE_STEPS="${PROBE_STEPS:-60}"
 FROM_SNR="${FROM_SNR:-0.01,0.1,1,3}"
 EVAL_N="${EVAL_N:-64}"
+RESTART="${RESTART:-0.01:6}"
 DEVICE="${DEVICE:-cuda}"
 PYTHON="${PYTHON:-python3}"
 OUT="${OUT:-$ROOT/out/demo-gpu}"
@@ -140,9 +142,9 @@ train() {
 
 evaluate() {  # NAME: the issue's command, then 64 videos in fp32 with the from-SNR profile
     local ckpt; ckpt="$(checkpoint "$1")"
-    "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" -n 32 > "$OUT/$1-eval-n32.txt" 2>&1
-    "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" --precision fp32 -n "$EVAL_N" --loss-batches 8 \
-        --from-snr "$FROM_SNR" --json "$OUT/$1-eval.json" > "$OUT/$1-eval.txt" 2>&1
+    "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" -n 32 --restart "$RESTART" > "$OUT/$1-eval-n32.txt" 2>&1
+    "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" --precision fp32 -n "$EVAL_N" --restart "$RESTART" \
+        --loss-batches 8 --from-snr "$FROM_SNR" --json "$OUT/$1-eval.json" > "$OUT/$1-eval.txt" 2>&1
 }
 
 best_run() {  # NAMES...: the one whose fp32 videos pass most often (of those scored)
