@@ -150,12 +150,13 @@ def sample_plan(backend: Backend, noise: torch.Tensor, plan: SamplingPlan, y: to
     def counted(i: int, _: int) -> None:
         on_step(done + i, plan.num_calls)
 
+    per_call = counted if on_step is not None else None
     videos = noise
     for k, sampler in enumerate(plan.passes):
         if k:  # a restart: noised again from the finished videos
             abar = sampler.abars[0]
             videos = math.sqrt(abar) * videos + math.sqrt(1 - abar) * sampler.fresh_noise(videos, generator)
-        videos = sample(backend, videos, sampler, y, guidance, generator, on_step=on_step and counted)
+        videos = sample(backend, videos, sampler, y, guidance, generator, on_step=per_call)
         done += len(sampler.timesteps)
     return videos
 
