@@ -1,17 +1,19 @@
 """Which sampler's videos pass the quality check? vdm.metrics for each sampler and step count.
 
     python -m benchmarks.sampler_quality [CHECKPOINT] [--plans unipc:6,ddim:50,dpm++2m-sde:10] [-n 64]
+    python -m benchmarks.sampler_quality --plans unipc:6,unipc:6+0.01:6    # without and with a restart
 
 `benchmarks/steps.py` measures how close each deterministic sampler comes to the probability-flow
 ODE's video; this scores the videos themselves against the synthetic data's rules (`vdm.metrics`),
-so stochastic samplers, which solve another equation, compare too. Every plan starts from the same
-noise (`--seed`). Without CHECKPOINT, the bundled demo. Writes results.json and results.md under
+so stochastic samplers, which solve another equation, compare too. A plan may add restart passes
+(`+SNR:STEPS`, vdm.samplers.Restart). Every plan starts from the same noise (`--seed`). Without CHECKPOINT, the bundled demo. Writes results.json and results.md under
 --out/NAME (default: benchmarks/results/sampler-quality-<model>-<date>).
 """
 from __future__ import annotations
 
 import datetime
 import json
+import re
 from pathlib import Path
 
 import click
@@ -19,20 +21,30 @@ import click
 from benchmarks.common import RESULTS_DIR, facts_markdown, run_facts
 from vdm.errors import VdmError, cli_errors
 from vdm.metrics import PROPERTIES
+from vdm.samplers import Restart
 
 DEFAULT_PLANS = "unipc:6,dpm++2m:10,ddim:50,ddpm:50,dpm++2m-sde:10,dpm++2m-sde:20"
 
 
-def parse_plans(text: str) -> list[tuple[str, int]]:
-    """'unipc:6,ddim:50' -> [('unipc', 6), ('ddim', 50)], refusing unknown samplers and bad counts."""
-    from vdm.samplers import SAMPLERS
+def parse_plans(text: str) -> list[tuple[str, int, tuple[Restart, ...]]]:
+    """'unipc:6,ddim:50+0.01:6' -> [('unipc', 6, ()), ('ddim', 50, (Restart(0.01, 6),))], refusing
+    unknown samplers, bad counts and bad restarts."""
+    from vdm.samplers import SAMPLERS, parse_restarts
 
     plans = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, steps = item.rpartition(":")
-        if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
-            raise VdmError(f"--plans: {item!r} is not SAMPLER:STEPS (samplers: {', '.join(SAMPLERS)})")
-        plans.append((name, int(steps)))
+        # The sampler's name may hold '+' (dpm++2m): restarts start after its step count.
+        match = re.fullmatch(r"(?P<name>[^:]+):(?P<steps>\d+)(?P<restarts>(\+[^+]*)*)", item)
+        if match is None or match["name"] not in SAMPLERS or int(match["steps"]) < 1:
+            raise VdmError(f"--plans: {item!r} is not SAMPLER:STEPS[+SNR:STEPS...] "
+                           f"(samplers: {', '.join(SAMPLERS)})")
+        name, steps, restarts = match["name"], match["steps"], match["restarts"].split("+")[1:]
+        if any(not restart.strip() for restart in restarts):
+            raise VdmError(f"--plans: {item!r} has an empty restart after '+'")
+        try:
+            plans.append((name, int(steps), parse_restarts(",".join(restarts))))
+        except VdmError as error:
+            raise VdmError(f"--plans: {error}") from None
     if not plans:
         raise VdmError("--plans names no sampler")
     return plans
@@ -45,18 +57,20 @@ def markdown(report: dict) -> str:
              "scored by `vdm.metrics`; count pass = the share of videos whose shapes keep their colours and "
              "number throughout; colours = palette colours found per video (the data has 1-3).", "",
              *facts_markdown(report["facts"]), "",
-             "| sampler | steps | pass rate | count pass | " + " | ".join(PROPERTIES) + " | colours |",
-             "|---|---:|---:|---:|" + "---:|" * len(PROPERTIES) + "---:|"]
+             "| sampler | steps | restarts | pass rate | count pass | " + " | ".join(PROPERTIES) + " | colours |",
+             "|---|---:|---|---:|---:|" + "---:|" * len(PROPERTIES) + "---:|"]
     for row in report["rows"]:
         scores = " | ".join(f"{row['property_scores'][p]:.2f}" for p in PROPERTIES)
-        lines.append(f"| {row['sampler']} | {row['steps']} | {row['pass_rate']:.3f} | "
+        restarts = ", ".join(row["restarts"]) or "-"
+        lines.append(f"| {row['sampler']} | {row['steps']} | {restarts} | {row['pass_rate']:.3f} | "
                      f"{row['property_pass_rates']['count']:.3f} | {scores} | {row['colors_per_video']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
-@click.option("--plans", default=DEFAULT_PLANS, show_default=True, help="SAMPLER:STEPS, comma-separated.")
+@click.option("--plans", default=DEFAULT_PLANS, show_default=True,
+              help="SAMPLER:STEPS, comma-separated; +SNR:STEPS after one adds a restart pass.")
 @click.option("--num-samples", "-n", default=64, show_default=True, type=click.IntRange(1), help="Videos per plan.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the noise.")
 @click.option("--out", default=str(RESULTS_DIR), show_default=True, type=click.Path(file_okay=False),
@@ -83,12 +97,14 @@ def main(checkpoint, plans, num_samples, seed, out, name, debug):
     label = str(model) if checkpoint else "the bundled demo (vdm/demo/demo.safetensors)"
     report = {"model": label, "num_samples": num_samples, "seed": seed,
               "facts": run_facts("benchmarks.sampler_quality", sys.argv[1:]), "rows": []}
-    for sampler, steps in plan_list:
-        quality = score_videos(generator.generate(num_samples, num_steps=steps, sampler=sampler, seed=seed))
-        row = {"sampler": sampler, "steps": steps, **quality.to_dict()}
+    for sampler, steps, restarts in plan_list:
+        quality = score_videos(generator.generate(num_samples, num_steps=steps, sampler=sampler, seed=seed,
+                                                  restarts=restarts))
+        row = {"sampler": sampler, "steps": steps, "restarts": [str(r) for r in restarts], **quality.to_dict()}
         del row["videos"]
         report["rows"].append(row)
-        click.echo(f"{sampler} {steps} steps: pass {quality.pass_rate:.3f}, count pass "
+        again = "".join(f"+{r}" for r in restarts)
+        click.echo(f"{sampler} {steps} steps{again}: pass {quality.pass_rate:.3f}, count pass "
                    f"{quality.property_pass_rates['count']:.3f}, colours {quality.colors_per_video:.2f}")
     atomic_write_text(folder / "results.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(folder / "results.md", markdown(report))

@@ -10,19 +10,22 @@ from vdm.metrics import PROPERTIES
 
 
 def test_it_scores_every_plan_from_the_same_noise_and_writes_both_reports(tmp_path, tiny_checkpoint):
-    args = [str(tiny_checkpoint), "--plans", "ddim:2,dpm++2m-sde:3", "-n", "2", "--out", str(tmp_path), "--name", "r"]
+    args = [str(tiny_checkpoint), "--plans", "ddim:2,dpm++2m-sde:3,dpm++2m:2+0.1:2", "-n", "2", "--out", str(tmp_path),
+            "--name", "r"]
     result = CliRunner().invoke(sampler_quality.main, args)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert [(row["sampler"], row["steps"]) for row in report["rows"]] == [("ddim", 2), ("dpm++2m-sde", 3)]
+    assert [(row["sampler"], row["steps"], row["restarts"]) for row in report["rows"]] == \
+        [("ddim", 2, []), ("dpm++2m-sde", 3, []), ("dpm++2m", 2, ["0.1:2"])]
     assert all(set(row["property_scores"]) == set(PROPERTIES) and "videos" not in row for row in report["rows"])
     assert report["facts"]["machine"]["cpu_flags"] and report["facts"]["date"]
+    assert "dpm++2m 2 steps+0.1:2: pass" in result.output
     table = (tmp_path / "r" / "results.md").read_text()
-    assert "| dpm++2m-sde | 3 |" in table and "CPU flags" in table
+    assert "| dpm++2m-sde | 3 | - |" in table and "| dpm++2m | 2 | 0.1:2 |" in table and "CPU flags" in table
 
 
 def test_a_plan_that_is_not_sampler_colon_steps_is_refused_before_any_work(tmp_path, tiny_checkpoint):
-    for plans in ("euler:5", "ddim", "ddim:0", ","):
+    for plans in ("euler:5", "ddim", "ddim:0", ",", "ddim:2+", "ddim:2+0.1", "ddim:2+0:3"):
         args = [str(tiny_checkpoint), "--plans", plans, "--out", str(tmp_path / "results")]
         result = CliRunner().invoke(sampler_quality.main, args)
         assert result.exit_code == 2 and "--plans" in result.output, (plans, result.output)
