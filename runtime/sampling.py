@@ -75,6 +75,14 @@ def sampler_for(backend: Backend, name: str, num_steps: int, spacing: str | None
     return make_sampler(name, alphas_cumprod, num_steps, spacing, eta, diffusion.frame_noise_correlation)
 
 
+def sampler_from_snr(backend: Backend, name: str, num_steps: int, snr: float, spacing: str | None = None,
+                     eta: float = 0.0) -> Sampler:
+    """Sampler `name` finishing videos noised to the timestep nearest `snr`: its plan starts there, in
+    `num_steps` calls (fewer where fewer timesteps lie below)."""
+    start = timestep_at_snr(Schedule.from_config(backend.diffusion_config).alphas_cumprod, snr)
+    return sampler_for(backend, name, min(num_steps, start + 1), spacing, eta, start=start)
+
+
 def sample(backend: Backend, noise: torch.Tensor, sampler: Sampler, y: torch.Tensor | None = None,
            guidance: float = 1.0, generator: torch.Generator | None = None, clip_x0: bool = True,
            on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -129,14 +137,9 @@ class SamplingPlan:
 
 def sampling_plan(backend: Backend, name: str, num_steps: int, spacing: str | None = None, eta: float = 0.0,
                   restarts: Sequence[Restart] = ()) -> SamplingPlan:
-    """The sampler `name` for a generation from noise, then one of its kind per restart, from the
-    timestep nearest the restart's SNR (fewer steps where fewer timesteps lie below it)."""
-    alphas_cumprod = Schedule.from_config(backend.diffusion_config).alphas_cumprod
-    passes = []
-    for restart in restarts:
-        start = timestep_at_snr(alphas_cumprod, restart.snr)
-        passes.append(sampler_for(backend, name, min(restart.steps, start + 1), spacing, eta, start=start))
-    return SamplingPlan(sampler_for(backend, name, num_steps, spacing, eta), tuple(passes))
+    """The sampler `name` for a generation from noise, then one of its kind per restart (sampler_from_snr)."""
+    restarted = tuple(sampler_from_snr(backend, name, r.steps, r.snr, spacing, eta) for r in restarts)
+    return SamplingPlan(sampler_for(backend, name, num_steps, spacing, eta), restarted)
 
 
 def sample_plan(backend: Backend, noise: torch.Tensor, plan: SamplingPlan, y: torch.Tensor | None = None,

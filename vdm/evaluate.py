@@ -24,7 +24,7 @@ import torch
 from vdm.diffusion import correlate_frames, timestep_at_snr
 from vdm.errors import VdmError
 from vdm.runtime.backend import Backend
-from vdm.runtime.sampling import network_input, sample, sampler_for, step_generator
+from vdm.runtime.sampling import network_input, sample, sampler_from_snr, step_generator
 
 HELD_OUT_SEED = 10_000  # data (and noise) seed of the held-out clips; training uses TrainConfig.seed (0)
 LOSS_BATCH_SIZE = 8  # clips per held-out loss batch
@@ -95,9 +95,8 @@ def finished_videos(backend: Backend, snr: float, sampler_name: str, num_steps: 
     from vdm.diffusion import Schedule, q_sample
 
     abar = Schedule.from_config(backend.diffusion_config).alphas_cumprod
-    start = timestep_at_snr(abar, snr)
-    sampler = sampler_for(backend, sampler_name, min(num_steps, start + 1), spacing, start=start)
-    t = torch.full((batch_size,), start, device=backend.device)
+    sampler = sampler_from_snr(backend, sampler_name, num_steps, snr, spacing)
+    t = torch.full((batch_size,), sampler.timesteps[0], device=backend.device)
     y = null_labels(backend, batch_size)
     videos = []
     for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the finishing check")):
