@@ -20,6 +20,13 @@ for w in 1.5 1; do
       --json $out/reports/fp32-256-seed1-restarted-$tag.json > $out/vdm-eval-fp32-256-seed1-restarted-$tag.txt 2>&1
 done
 gzip -f $out/reports/*.json
+# the issue's command at seeds 1-7 ("any seed"), restarted and not: one summary line per run
+for seed in 1 2 3 4 5 6 7; do
+  for restart in 0.01:6 none; do
+    printf 'seed %s, --restart %-6s ' $seed $restart
+    OMP_NUM_THREADS=2 vdm-eval -n 32 --seed $seed --restart $restart --loss-batches 0 | grep '^pass rate'
+  done
+done > $out/vdm-eval-issue-seeds.txt 2>&1
 # vdm-run out of the box (the demo, 4 videos, bf16, 2 threads), three times, then once without the restart
 for i in 1 2 3; do OMP_NUM_THREADS=2 vdm-run --out /tmp/vdm-run-restart; done > $out/vdm-run.txt 2>&1
 OMP_NUM_THREADS=2 vdm-run --restart none --out /tmp/vdm-run-restart >> $out/vdm-run.txt 2>&1
