@@ -4,8 +4,8 @@ import os
 import torch, collections
 from vdm.runtime.autoguidance import load_autoguided
 from vdm.runtime.generator import VideoGenerator
-from vdm.runtime.sampling import sampler_from_snr, sample, step_generator
-from vdm.diffusion import Schedule, q_sample, timestep_at_snr, correlate_frames
+from vdm.runtime.sampling import sampler_from_snr, sample
+from vdm.diffusion import correlate_frames
 from vdm.metrics import score_videos
 torch.set_num_threads(1)
 m = load_autoguided("torch", os.environ.get("DEMO", "vdm/demo/demo.safetensors"), "vdm/demo/guide.safetensors", 1.5, "cpu", "fp32")
@@ -16,9 +16,8 @@ abar = rs.abars[0]
 g = torch.Generator().manual_seed(5)
 noise = correlate_frames(torch.randn(first.shape, generator=g), m.diffusion_config.frame_noise_correlation)
 second = sample(m, abar ** 0.5 * first + (1 - abar) ** 0.5 * noise, rs)
-for tag, v in [("first pass", first), ("restarted", second)]:
-    r = score_videos(v)
+r1, r2 = score_videos(first), score_videos(second)
+for tag, r in [("first pass", r1), ("restarted", r2)]:
     hist = collections.Counter(len(x.colors) for x in r.videos)
     print(tag, sum(x.passed for x in r.videos), "pass; colours per video:", dict(sorted(hist.items())))
-r1, r2 = score_videos(first), score_videos(second)
 print("blank after restart, colours before:", [len(a.colors) for a, b in zip(r1.videos, r2.videos) if len(b.colors) == 0])
