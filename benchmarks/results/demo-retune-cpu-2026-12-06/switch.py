@@ -1,0 +1,42 @@
+"""The demo's network switched by noise level, sampled as the demo is by default (guided by its guide
+at 1.5, UniPC 6, restarted once from SNR 0.01 in 6 steps): HIGH predicts where SNR(t) < SWITCH, LOW
+where SNR(t) >= SWITCH, and the guide guides both. Scores N videos from SEED, fp32, one thread
+(run from the repository root, venv active):
+  python benchmarks/results/demo-retune-cpu-2026-12-06/switch.py HIGH LOW SWITCH [N] [SEED]"""
+import sys
+
+import torch
+
+from vdm.demo import DEMO_GUIDE, DEMO_GUIDE_WEIGHT, DEMO_RESTARTS
+from vdm.diffusion import Schedule
+from vdm.metrics import score_videos
+from vdm.runtime.autoguidance import AutoguidedBackend
+from vdm.runtime.backend import Backend, load_backend
+from vdm.runtime.generator import VideoGenerator
+from vdm.samplers import parse_restarts
+
+torch.set_num_threads(1)
+high_path, low_path, switch = sys.argv[1], sys.argv[2], float(sys.argv[3])
+n, seed = (int(arg) for arg in (sys.argv[4:] + ["256", "1"][len(sys.argv[4:]):])[:2])
+high, low = (load_backend("torch", path, "cpu", "fp32") for path in (high_path, low_path))
+alphas_cumprod = torch.as_tensor(Schedule.from_config(high.diffusion_config).alphas_cumprod)
+snr = alphas_cumprod / (1 - alphas_cumprod)  # (num_timesteps,)
+
+
+class Switched(type(high)):
+    """HIGH's backend with predict() handing the low-noise timesteps to LOW (one timestep per batch)."""
+
+    def __init__(self, high: Backend):
+        self.__dict__.update(high.__dict__)
+
+    def predict(self, x, t, y):
+        return (low if float(snr[int(t[0])]) >= switch else high).predict(x, t, y)
+
+
+guide = load_backend("torch", DEMO_GUIDE, "cpu", "fp32")
+backend = AutoguidedBackend(Switched(high), guide, DEMO_GUIDE_WEIGHT)
+videos = VideoGenerator(backend=backend).generate(n, seed=seed, restarts=parse_restarts(DEMO_RESTARTS))
+report = score_videos(videos)
+print(f"{high_path} below SNR {switch:g}, {low_path} above: {sum(v.passed for v in report.videos)}/{n} pass, "
+      + ", ".join(f"{k} {rate * n:.0f}" for k, rate in report.property_pass_rates.items())
+      + f", colours {report.colors_per_video:.2f}")
