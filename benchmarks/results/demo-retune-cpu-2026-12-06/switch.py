@@ -17,7 +17,8 @@ from vdm.samplers import parse_restarts
 
 torch.set_num_threads(1)
 high_path, low_path, switch = sys.argv[1], sys.argv[2], float(sys.argv[3])
-n, seed = (int(arg) for arg in (sys.argv[4:] + ["256", "1"][len(sys.argv[4:]):])[:2])
+n = int(sys.argv[4]) if len(sys.argv) > 4 else 256
+seed = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 high, low = (load_backend("torch", path, "cpu", "fp32") for path in (high_path, low_path))
 alphas_cumprod = torch.as_tensor(Schedule.from_config(high.diffusion_config).alphas_cumprod)
 snr = alphas_cumprod / (1 - alphas_cumprod)  # (num_timesteps,)
