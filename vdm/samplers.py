@@ -70,7 +70,10 @@ def spaced_timesteps(alphas_cumprod: np.ndarray, num_steps: int, spacing: Spacin
               rounded to the nearest timestep and pushed apart where rounding collides.
     karras:   T-1 (where the loop's noise starts), then Karras et al.'s sigma_i = (sigma_max^(1/rho) +
               i/(n-2) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho down to sigma_min = sigma(0), each at
-              the timestep nearest in log sigma, pushed apart where rounding collides.
+              the timestep nearest in log sigma, pushed apart where rounding collides. On a schedule
+              cut below KARRAS_SIGMA_MAX (a restart pass, --from-snr) sigma_max is sigma(T-2), so the
+              first two calls are neighbours (872, 871 for SNR 0.01 on the demo), and a second-order
+              step amplifies the network's jitter between them: vdm/demo/TRAINING.md, last section.
     """
     total = len(alphas_cumprod)
     if not 1 <= num_steps <= total:
