@@ -1,28 +1,23 @@
 """How the demo's clean-video estimate changes with the timestep alone, at a fixed noisy input: restart
 inputs (the first pass's videos noised to t=872, SNR 0.01) denoised at neighbouring timesteps.
 
-usage: python jitter.py N SEED0    env DEMO (vdm/demo/demo.safetensors), THREADS (2)
+usage: python jitter.py N SEED0    env DEMO, THREADS (common.py)
 For each pair (p, q): d = (x0(q) - x0(p)) / (lambda(q) - lambda(p)), lambda = half log SNR, the finite
 difference UniPC's second-order step scales by the step it takes. Prints its RMS, its mean per channel
 where the estimate is lit (> -0.5) and the cosine between neighbouring pairs' differences."""
 import math
-import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from vdm.diffusion import Schedule, split_prediction
-from vdm.runtime.autoguidance import load_autoguided
-from vdm.runtime.generator import VideoGenerator
+from common import DEMO, first_pass, load_guided, schedule_of
+from vdm.diffusion import split_prediction
 
-torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-DEMO = os.environ.get("DEMO", "vdm/demo/demo.safetensors")
 n, seed0 = int(sys.argv[1]), int(sys.argv[2])
-guided = load_autoguided("torch", DEMO, "vdm/demo/guide.safetensors", 1.5, "cpu", "fp32")
-abar = Schedule.from_config(guided.diffusion_config).alphas_cumprod
-gen = VideoGenerator(backend=guided)
-first = torch.cat([gen.generate(8, seed=seed0 + b, sampler="unipc", num_steps=6) for b in range(n // 8)])
+guided = load_guided()
+abar = schedule_of(guided)
+first = torch.cat(first_pass(guided, n, seed0))
 a = float(abar[872])
 x = math.sqrt(a) * first + math.sqrt(1 - a) * torch.randn(first.shape, generator=torch.Generator().manual_seed(seed0))
 lam = lambda t: 0.5 * math.log(abar[t] / (1 - abar[t]))
