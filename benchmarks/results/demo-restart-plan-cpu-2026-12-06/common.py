@@ -1,6 +1,6 @@
 """What this folder's scripts share: the demo guided as it samples by default (weight 1.5), its first
 pass (UniPC 6), a restart pass on an explicit plan started from the same fresh noise as vdm-run's, and
-the tally each prints.    env DEMO (vdm/demo/demo.safetensors), THREADS (2)"""
+the tally each prints.    env DEMO (vdm/demo/demo.safetensors), THREADS (2), PRECISION (fp32)"""
 import math
 import os
 
@@ -17,11 +17,12 @@ from vdm.samplers import Sampler, UniPC
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 DEMO = os.environ.get("DEMO", "vdm/demo/demo.safetensors")
 GUIDE = "vdm/demo/guide.safetensors"
+PRECISION = os.environ.get("PRECISION", "fp32")  # bf16: as `vdm-eval` samples on a CPU with AVX-512 bf16
 BATCH = 8
 
 
 def load_guided(weight: float = 1.5):
-    return load_autoguided("torch", DEMO, GUIDE, weight, "cpu", "fp32")
+    return load_autoguided("torch", DEMO, GUIDE, weight, "cpu", PRECISION)
 
 
 def first_pass(guided, n: int, seed0: int) -> list[torch.Tensor]:
