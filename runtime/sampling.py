@@ -142,6 +142,13 @@ def sampling_plan(backend: Backend, name: str, num_steps: int, spacing: str | No
     return SamplingPlan(sampler_for(backend, name, num_steps, spacing, eta), restarted)
 
 
+def noised_again(videos: torch.Tensor, sampler: Sampler, generator: torch.Generator | None) -> torch.Tensor:
+    """Finished videos (B, C, T, H, W) noised to `sampler`'s first timestep with fresh noise from
+    `generator`: where a restart pass starts."""
+    abar = sampler.abars[0]
+    return math.sqrt(abar) * videos + math.sqrt(1 - abar) * sampler.fresh_noise(videos, generator)
+
+
 def sample_plan(backend: Backend, noise: torch.Tensor, plan: SamplingPlan, y: torch.Tensor | None = None,
                 guidance: float = 1.0, generator: torch.Generator | None = None,
                 on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -157,8 +164,7 @@ def sample_plan(backend: Backend, noise: torch.Tensor, plan: SamplingPlan, y: to
     videos = noise
     for k, sampler in enumerate(plan.passes):
         if k:  # a restart: noised again from the finished videos
-            abar = sampler.abars[0]
-            videos = math.sqrt(abar) * videos + math.sqrt(1 - abar) * sampler.fresh_noise(videos, generator)
+            videos = noised_again(videos, sampler, generator)
         videos = sample(backend, videos, sampler, y, guidance, generator, on_step=per_call)
         done += len(sampler.timesteps)
     return videos

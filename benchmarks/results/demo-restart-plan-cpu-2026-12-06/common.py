@@ -1,7 +1,6 @@
 """What this folder's scripts share: the demo guided as it samples by default (weight 1.5), its first
 pass (UniPC 6), a restart pass on an explicit plan started from the same fresh noise as vdm-run's, and
 the tally each prints.    env DEMO (vdm/demo/demo.safetensors), THREADS (2), PRECISION (fp32)"""
-import math
 import os
 
 import numpy as np
@@ -11,6 +10,7 @@ from vdm.diffusion import Schedule
 from vdm.metrics import score_videos
 from vdm.runtime.autoguidance import load_autoguided
 from vdm.runtime.generator import VideoGenerator
+from vdm.runtime import sampling
 from vdm.runtime.sampling import step_generator
 from vdm.samplers import Sampler, UniPC
 
@@ -43,8 +43,7 @@ def noised_again(videos: torch.Tensor, sampler: Sampler, seed: int) -> tuple[tor
     """The finished videos noised to the plan's first timestep, with the fresh noise sample_plan draws
     for that seed's restart; and the generator, for the pass to go on with."""
     generator = step_generator(seed, torch.device("cpu"))
-    abar = sampler.abars[0]
-    return math.sqrt(abar) * videos + math.sqrt(1 - abar) * sampler.fresh_noise(videos, generator), generator
+    return sampling.noised_again(videos, sampler, generator), generator
 
 
 def schedule_of(guided) -> np.ndarray:
