@@ -1,7 +1,8 @@
-"""The demo's network switched by noise level, sampled as the demo is by default (guided by its guide
-at 1.5, UniPC 6, restarted once from SNR 0.01 in 6 steps): HIGH predicts where SNR(t) < SWITCH, LOW
-where SNR(t) >= SWITCH, and the guide guides both. Scores N videos from SEED, fp32, one thread
-(run from the repository root, venv active):
+"""The demo sampled as by default (guided by its guide at 1.5, UniPC 6, restarted once from SNR 0.01 in
+6 steps), with its network handed over to another where SNR(t) >= SWITCH: HIGH predicts where
+SNR(t) < SWITCH, LOW above, the guide guides both. LOW may predict the clean video (a palette
+network): its x0 becomes the v the sampler expects, v = (sqrt(abar) x_t - x0) / sqrt(1 - abar).
+Scores N videos from SEED, fp32, one thread (run from the repository root, venv active):
   python benchmarks/results/demo-retune-cpu-2026-12-06/switch.py HIGH LOW SWITCH [N] [SEED]"""
 import sys
 
@@ -20,8 +21,17 @@ high_path, low_path, switch = sys.argv[1], sys.argv[2], float(sys.argv[3])
 n = int(sys.argv[4]) if len(sys.argv) > 4 else 256
 seed = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 high, low = (load_backend("torch", path, "cpu", "fp32") for path in (high_path, low_path))
+assert high.diffusion_config.prediction == "v", "HIGH must be a v-prediction network, as the demo is"
 alphas_cumprod = torch.as_tensor(Schedule.from_config(high.diffusion_config).alphas_cumprod)
 snr = alphas_cumprod / (1 - alphas_cumprod)  # (num_timesteps,)
+
+
+def as_v(out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+    """LOW's output (B, C, T, H, W) as a v prediction."""
+    if low.diffusion_config.prediction == "v":
+        return out
+    abar = float(alphas_cumprod[t])
+    return (abar ** 0.5 * x - out.clamp(-1, 1)) / (1 - abar) ** 0.5
 
 
 class Switched(type(high)):
@@ -31,7 +41,8 @@ class Switched(type(high)):
         self.__dict__.update(high.__dict__)
 
     def predict(self, x, t, y):
-        return (low if float(snr[int(t[0])]) >= switch else high).predict(x, t, y)
+        step = int(t[0])
+        return as_v(low.predict(x, t, y), x, step) if float(snr[step]) >= switch else high.predict(x, t, y)
 
 
 guide = load_backend("torch", DEMO_GUIDE, "cpu", "fp32")
