@@ -1,7 +1,7 @@
 """A regression checkpoint as the start of a palette fine-tune: the same weights under a model config
 with `palette` (the data's 7 colours) and a diffusion config predicting x0, without the output
 convolution, whose shape changes (3 channels -> 7 logits) and which the fine-tune learns afresh.
-    python to_palette.py SRC DST"""
+    python benchmarks/results/demo-temporal-attention-cpu-2026-12-06/to_palette.py SRC DST"""
 import dataclasses
 import sys
 
