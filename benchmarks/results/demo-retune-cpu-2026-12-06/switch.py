@@ -1,7 +1,7 @@
 """The demo sampled as by default (guided by its guide at 1.5, UniPC 6, restarted once from SNR 0.01 in
 6 steps), with its network handed over to another where SNR(t) >= SWITCH: HIGH predicts where
 SNR(t) < SWITCH, LOW above, the guide guides both. LOW may predict the clean video (a palette
-network): its x0 becomes the v the sampler expects, v = (sqrt(abar) x_t - x0) / sqrt(1 - abar).
+network): its x0, clamped, becomes the v the sampler expects.
 Scores N videos from SEED, fp32, one thread (run from the repository root, venv active):
   python benchmarks/results/demo-retune-cpu-2026-12-06/switch.py HIGH LOW SWITCH [N] [SEED]"""
 import sys
@@ -9,7 +9,7 @@ import sys
 import torch
 
 from vdm.demo import DEMO_GUIDE, DEMO_GUIDE_WEIGHT, DEMO_RESTARTS
-from vdm.diffusion import Schedule
+from vdm.diffusion import Schedule, split_prediction, v_target
 from vdm.metrics import score_videos
 from vdm.runtime.autoguidance import AutoguidedBackend
 from vdm.runtime.backend import Backend, load_backend
@@ -30,8 +30,9 @@ def as_v(out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
     """LOW's output (B, C, T, H, W) as a v prediction."""
     if low.diffusion_config.prediction == "v":
         return out
-    abar = float(alphas_cumprod[t])
-    return (abar ** 0.5 * x - out.clamp(-1, 1)) / (1 - abar) ** 0.5
+    abar = alphas_cumprod[t]
+    x0, eps = split_prediction(out, x, float(abar), low.diffusion_config.prediction)  # x0 clamped to [-1, 1]
+    return v_target(x0, eps, abar)
 
 
 class Switched(type(high)):
