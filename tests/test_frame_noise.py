@@ -65,7 +65,7 @@ def test_every_sampler_takes_the_correlation():
 def test_training_noise_is_frame_correlated(tmp_path):
     preset = dataclasses.replace(tiny_preset(tiny_model()), diffusion=DiffusionConfig(frame_noise_correlation=0.7))
     trainer = Trainer(preset, tmp_path, CPU)
-    _, noise, _, _ = trainer.draws(0, torch.Size((preset.train.batch_size, 3, 8, 16, 16)))
+    _, noise, _, _, _ = trainer.draws(0, torch.Size((preset.train.batch_size, 3, 8, 16, 16)))
     assert frame_correlations(noise)[0, 1:].min() > 0.55
 
 

@@ -67,7 +67,7 @@ def test_a_plain_checkpoint_grafts_on_and_computes_what_it_did_whatever_the_esti
 def test_training_feeds_the_networks_own_clipped_estimate_to_the_chosen_clips_and_zeros_to_the_others(tmp_path):
     preset = Preset(model=SELF, diffusion=DiffusionConfig(), train=TrainConfig(batch_size=4, sample_every=0))
     trainer = Trainer(preset, tmp_path, CPU)
-    t, _, _, chosen = trainer.draws(0, torch.Size((4, 3, 4, 8, 8)))
+    t, _, _, _, chosen = trainer.draws(0, torch.Size((4, 3, 4, 8, 8)))
     assert chosen is not None and chosen.dtype == torch.bool
     chosen = torch.tensor([True, False, True, False])
     x_t = torch.randn(4, 3, 4, 8, 8)

@@ -293,11 +293,48 @@ def test_a_step_returns_its_loss_and_grad_norm_as_tensors_on_the_device(tmp_path
 def test_a_steps_draws_depend_only_on_the_seed_and_the_step(tmp_path, tiny_model_config):
     trainer = Trainer(tiny_preset(tiny_model_config), tmp_path, CPU)
     shape = torch.Size((2, 3, 4, 8, 8))
-    t1, noise1, _, _ = trainer.draws(5, shape)
+    t1, noise1, _, _, _ = trainer.draws(5, shape)
     trainer.draws(6, shape)
-    t2, noise2, _, _ = trainer.draws(5, shape)
+    t2, noise2, _, _, _ = trainer.draws(5, shape)
     assert torch.equal(t1, t2) and torch.equal(noise1, noise2)
     assert not torch.equal(noise1, trainer.draws(6, shape)[1])
+
+
+def test_input_perturbation_adds_scaled_noise_and_leaves_the_other_draws_as_they_were(tmp_path, tiny_model_config):
+    plain = Trainer(tiny_preset(tiny_model_config), tmp_path / "plain", CPU)
+    perturbed = Trainer(tiny_preset(tiny_model_config, input_perturbation=0.1), tmp_path / "ip", CPU)
+    shape = torch.Size((2, 3, 4, 8, 8))
+    t, noise, none, *_ = plain.draws(3, shape)
+    t_ip, noise_ip, perturbation, *_ = perturbed.draws(3, shape)
+    assert none is None
+    assert torch.equal(t, t_ip) and torch.equal(noise, noise_ip)  # a paired run: only the input differs
+    assert perturbation.shape == shape and abs(perturbation.std().item() - 0.1) < 0.02
+    assert torch.equal(perturbation, perturbed.draws(3, shape)[2])  # seeded by step
+
+
+def test_input_perturbation_changes_what_the_network_reads_not_its_target(tmp_path, tiny_model_config):
+    trainer = Trainer(tiny_preset(tiny_model_config, input_perturbation=0.1), tmp_path, CPU)
+    trainer.network.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # the output convolution starts at zero, which would read nothing
+        for weight in trainer.network.parameters():
+            weight.normal_(0, 0.1)
+    x0 = torch.rand((2, 3, 4, 8, 8)) * 2 - 1
+    t, noise, perturbation, _, _ = trainer.draws(0, x0.shape)
+    with torch.no_grad():
+        perturbed = trainer.loss_on(x0, t, noise, perturbation, None, None)
+        plain = trainer.loss_on(x0, t, noise, None, None, None)
+        # Noising the input with noise + perturbation while the target keeps `noise` is not the plain loss
+        # with the perturbed noise as both input and target.
+        moved = trainer.loss_on(x0, t, noise + perturbation, None, None, None)
+    assert perturbed != plain and perturbed != moved
+    assert trainer.train_step()[0].isfinite()
+
+
+@pytest.mark.parametrize("gamma", [-0.1, math.nan, math.inf])
+def test_a_bad_input_perturbation_is_refused_by_name(gamma):
+    with pytest.raises(VdmError, match="input_perturbation must be >= 0"):
+        TrainConfig(input_perturbation=gamma)
 
 
 def test_an_snr_range_draws_only_the_timesteps_whose_snr_lies_in_it(tmp_path, tiny_model_config):

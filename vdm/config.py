@@ -196,6 +196,10 @@ class TrainConfig:
     # A palette model's loss adds this times the squared error of the v its clean video implies (the
     # loss a v model trains on) to the cross-entropy of its logits. 0: the cross-entropy alone.
     palette_v_loss: float = 0.0
+    # Input perturbation (Ning et al. 2023, DDPM-IP): the network reads x_t noised with eps + gamma * xi
+    # (xi fresh Gaussian noise) while its target keeps eps, so it learns to take inputs a little off the
+    # training distribution, as its own sampling steps are (exposure bias). 0.1 is the paper's; 0: off.
+    input_perturbation: float = 0.0
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.995  # EMA of the weights (what checkpoints and samples use)
     data: str = "synthetic"  # 'synthetic' or a folder of videos
@@ -245,6 +249,8 @@ class TrainConfig:
             self.log_snr_sampling = (float(spread[0]), float(spread[1]))
         if not self.lr > 0:
             raise VdmError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.input_perturbation) and self.input_perturbation >= 0):
+            raise VdmError(f"input_perturbation must be >= 0, got {self.input_perturbation}")
         if not (math.isfinite(self.palette_v_loss) and self.palette_v_loss >= 0):
             raise VdmError(f"palette_v_loss must be >= 0, got {self.palette_v_loss}")
         if not 0 <= self.ema_decay < 1:

@@ -337,11 +337,12 @@ class Trainer:
         return missing
 
     # -- one optimizer step ----------------------------------------------------------------------
-    def draws(self, step: int, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
-                                                          torch.Tensor | None]:
-        """This rank's timesteps (b,), noise `shape` (b, C, T, H, W), label dropout (b,) bool (None for
-        an unconditional model) and self-conditioning choice (b,) bool (None without it) at `step`:
-        drawn on the device for the whole global batch, then sliced."""
+    def draws(self, step: int, shape: torch.Size) -> tuple[torch.Tensor | None, ...]:
+        """This rank's timesteps (b,), noise `shape` (b, C, T, H, W), the input perturbation (b, C, T, H,
+        W; None without it), label dropout (b,) bool (None for an unconditional model) and
+        self-conditioning choice (b,) bool (None without it) at `step`: drawn on the device for the
+        whole global batch, then sliced. The perturbation is drawn last, so the other draws stay those
+        of a run without it."""
         g = self.generator.manual_seed(step_seed(self.train_cfg.seed, step, NOISE_STREAM))
         batch, local = self.train_cfg.batch_size, shape[0]
         first, count = self.timesteps
@@ -355,14 +356,19 @@ class Trainer:
                 if self.cfg.model.conditional else None)
         estimate = (torch.rand(batch, generator=g, device=self.device) < SELF_CONDITION_SHARE
                     if self.cfg.model.self_condition else None)
+        gamma = self.train_cfg.input_perturbation
+        perturbation = (gamma * torch.randn((batch, *shape[1:]), generator=g, device=self.device)
+                        if gamma > 0 else None)
         mine = slice(self.ranks.rank * local, (self.ranks.rank + 1) * local)
-        return tuple(None if d is None else d[mine] for d in (t, noise, drop, estimate))
+        return tuple(None if d is None else d[mine] for d in (t, noise, perturbation, drop, estimate))
 
-    def loss_on(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, y: torch.Tensor | None,
-                estimate: torch.Tensor | None) -> torch.Tensor:
-        """The diffusion loss of one micro-batch x0 (b, C, T, H, W) at timesteps t (b,) with `noise`;
-        `estimate` (b,) bool picks the clips that see their self-conditioning estimate."""
-        x_t = q_sample(x0, t, noise, self.schedule.alphas_cumprod)
+    def loss_on(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, perturbation: torch.Tensor | None,
+                y: torch.Tensor | None, estimate: torch.Tensor | None) -> torch.Tensor:
+        """The diffusion loss of one micro-batch x0 (b, C, T, H, W) at timesteps t (b,) with `noise`, the
+        network's input noised with noise + `perturbation` where one is given; `estimate` (b,) bool
+        picks the clips that see their self-conditioning estimate."""
+        input_noise = noise if perturbation is None else noise + perturbation
+        x_t = q_sample(x0, t, input_noise, self.schedule.alphas_cumprod)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             if estimate is not None:
                 x_t = self.self_conditioned(x_t, t, y, estimate)
@@ -407,16 +413,17 @@ class Trainer:
         waited = time.perf_counter()
         x0, y = self.batches.get(self.step)  # (b, C, T, H, W), (b,) or None
         self.data_seconds += time.perf_counter() - waited
-        t, noise, drop, estimate = self.draws(self.step, x0.shape)
+        t, noise, perturbation, drop, estimate = self.draws(self.step, x0.shape)
         if y is not None:
             y = torch.where(drop, self.cfg.model.null_class, y)
         torch.manual_seed(step_seed(tc.seed, self.step, DROPOUT_STREAM, self.ranks.rank))
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for i, (xb, tb, nb, yb, eb) in enumerate(micro_batches(tc.grad_accum, x0, t, noise, y, estimate)):
+        parts = micro_batches(tc.grad_accum, x0, t, noise, perturbation, y, estimate)
+        for i, (xb, tb, nb, pb, yb, eb) in enumerate(parts):
             with self.gradient_sync(last=i == tc.grad_accum - 1):
-                loss = self.loss_on(xb, tb, nb, yb, eb) * (xb.shape[0] / x0.shape[0])
+                loss = self.loss_on(xb, tb, nb, pb, yb, eb) * (xb.shape[0] / x0.shape[0])
                 loss.backward()
             total += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)

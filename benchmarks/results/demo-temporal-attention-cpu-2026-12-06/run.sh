@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Score a checkpoint as the demo samples by default (guided by vdm/demo/guide.safetensors at 1.5,
 # UniPC 6, restarted once from SNR 0.01 in 6 steps): 256 videos from each SEED, fp32, one thread a
-# run, two runs side by side (run from the repository root, venv active):
-#   bash benchmarks/results/demo-temporal-attention-cpu-2026-12-06/run.sh NAME CHECKPOINT [SEED...]
+# run, two runs side by side, logs into OUT (default: this folder) (run from the repository root, venv active):
+#   [OUT=folder] bash benchmarks/results/demo-temporal-attention-cpu-2026-12-06/run.sh NAME CHECKPOINT [SEED...]
 set -euo pipefail
-out=benchmarks/results/demo-temporal-attention-cpu-2026-12-06
+out=${OUT:-benchmarks/results/demo-temporal-attention-cpu-2026-12-06}
 name=$1; ckpt=$2; shift 2
 seeds=(1 2 3); [ $# -gt 0 ] && seeds=("$@")
 pids=()
