@@ -3,7 +3,6 @@ once; fp32, 2 threads) with frame-correlated noise at sampling time only (vdm.di
 every two frames' noise `C`-correlated): in the initial noise, in the restart's fresh noise, or both.
 If each frame chose its colour from its own noise, noise shared by the frames would make them agree.
     python benchmarks/results/demo-input-perturbation-cpu-2026-12-06/correlated_noise.py N SEED init|restart|both C..."""
-import math
 import sys
 
 import torch
@@ -22,17 +21,17 @@ torch.set_num_threads(2)
 n, seed, where = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 net = load_backend("torch", DEMO_CHECKPOINT, "cpu", "fp32")
 guide = load_backend("torch", DEMO_GUIDE, "cpu", "fp32")
-independent_initial_noise = sampling.initial_noise
+independent_initial_noise, independent_noised_again = sampling.initial_noise, sampling.noised_again
 for c in map(float, sys.argv[4:]):
     def initial_noise(shape, s, device, _trained_correlation=0.0, c=c):
         return independent_initial_noise(shape, s, device, c if where in ("init", "both") else 0.0)
 
-    def noised_again(videos, sampler, generator, c=c):  # vdm.runtime.sampling.noised_again, fresh noise correlated
-        abar = sampler.abars[0]
-        eps = sampler.fresh_noise(videos, generator)
+    def noised_again(videos, sampler, generator, c=c):
+        """vdm's own, with the restart sampler's fresh noise correlated (UniPC draws none in its steps)."""
         if where in ("restart", "both"):
-            eps = correlate_frames(eps, c)
-        return math.sqrt(abar) * videos + math.sqrt(1 - abar) * eps
+            fresh_noise = sampler.fresh_noise
+            sampler.fresh_noise = lambda x, g: correlate_frames(fresh_noise(x, g), c)
+        return independent_noised_again(videos, sampler, generator)
 
     generator_module.initial_noise, sampling.noised_again = initial_noise, noised_again
     gen = VideoGenerator(backend=AutoguidedBackend(net, guide, DEMO_GUIDE_WEIGHT))

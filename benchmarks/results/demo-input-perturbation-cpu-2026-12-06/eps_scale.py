@@ -8,7 +8,7 @@ import sys
 import torch
 
 from vdm.demo import DEMO_CHECKPOINT, DEMO_GUIDE, DEMO_GUIDE_WEIGHT, DEMO_RESTARTS
-from vdm.diffusion import Schedule
+from vdm.diffusion import Schedule, clean_from_output, split_prediction, v_target
 from vdm.metrics import score_videos
 from vdm.runtime.autoguidance import AutoguidedBackend
 from vdm.runtime.backend import load_backend
@@ -19,21 +19,21 @@ torch.set_num_threads(2)
 n, seed = int(sys.argv[1]), int(sys.argv[2])
 net = load_backend("torch", DEMO_CHECKPOINT, "cpu", "fp32")
 guide = load_backend("torch", DEMO_GUIDE, "cpu", "fp32")
-alphas_cumprod = torch.as_tensor(Schedule.from_config(net.diffusion_config).alphas_cumprod, dtype=torch.float32)
+alphas_cumprod = Schedule.from_config(net.diffusion_config).alphas_cumprod
 
 
 class EpsScaled(AutoguidedBackend):
-    """The guided demo with its eps divided by `lam`: v -> (eps, x0) at x, eps / lam, x0 from it, back to v."""
+    """The guided demo with its eps divided by `lam`: v -> eps at x (unclamped), eps / lam, the x0 it
+    implies, back to v."""
 
     lam = 1.0
 
     def predict(self, x, t, y):
-        v = super().predict(x, t, y)
-        abar = alphas_cumprod[int(t[0])]
-        signal, sigma = abar.sqrt(), (1 - abar).sqrt()
-        eps = (sigma * x + signal * v) / self.lam
-        x0 = (x - sigma * eps) / signal
-        return signal * eps - sigma * x0
+        abar = float(alphas_cumprod[int(t[0])])
+        _, eps = split_prediction(super().predict(x, t, y), x, abar, "v", clip=False)
+        eps = eps / self.lam
+        x0 = clean_from_output(eps, x, abar ** 0.5, (1 - abar) ** 0.5, "epsilon")
+        return v_target(x0, eps, torch.tensor(abar))
 
 
 for lam in map(float, sys.argv[3:]):
