@@ -39,10 +39,15 @@ def check_pair(main: Backend, guide: Backend, guide_path: Path | str) -> None:
         raise VdmError(f"the guide {guide_path} was trained with another diffusion process "
                        f"({guide.diffusion_config}) than the model ({main.diffusion_config}); "
                        "guide with an earlier or smaller model of the same recipe")
-    for field in ("in_channels", "network_channels", "num_classes", "frames", "size"):
+    for field in ("in_channels", "network_channels", "frames", "size"):
         mine, theirs = getattr(main.model_config, field), getattr(guide.model_config, field)
         if mine != theirs:
             raise VdmError(f"the guide {guide_path} has {field} {theirs}, the model {mine}; they must match")
+    mine, theirs = main.model_config, guide.model_config
+    if theirs.conditional and (theirs.num_classes, theirs.class_label) != (mine.num_classes, mine.class_label):
+        raise VdmError(f"the guide {guide_path} has {theirs.num_classes} {theirs.class_label!r} classes, the model "
+                       f"{mine.num_classes} {mine.class_label!r}; a conditional guide must share the model's "
+                       "labels (an unconditional one guides any model)")
 
 
 class AutoguidedBackend(Backend):
@@ -68,7 +73,8 @@ class AutoguidedBackend(Backend):
         main = self.main.predict(x, t, y)
         if self.weight == 1.0:
             return main
-        return torch.lerp(self.guide.predict(x, t, y), main, self.weight)  # guide + w * (main - guide)
+        guide_y = y if self.guide.model_config.conditional else None  # an unconditional guide ignores labels
+        return torch.lerp(self.guide.predict(x, t, guide_y), main, self.weight)  # guide + w * (main - guide)
 
     def check_shape(self, batch: int, frames: int, height: int, width: int) -> None:
         self.main.check_shape(batch, frames, height, width)

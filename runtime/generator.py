@@ -14,6 +14,18 @@ from vdm.runtime.sampling import (SamplingPlan, ddim_invert, initial_noise, netw
 from vdm.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, Restart
 
 
+def per_video(class_label: int | Sequence[int] | None, num_samples: int) -> list[int]:
+    """Each video's class label: one for all of them, or one each (a VdmError when the count is off)."""
+    if class_label is None:
+        return []
+    if isinstance(class_label, int):
+        return [class_label] * num_samples
+    labels = [int(label) for label in class_label]
+    if len(labels) != num_samples:
+        raise VdmError(f"{len(labels)} class labels for {num_samples} videos: give one label, or one per video")
+    return labels
+
+
 class VideoGenerator:
     """Generate videos from a checkpoint (`.safetensors`) or an exported bundle directory.
 
@@ -39,8 +51,9 @@ class VideoGenerator:
 
     def check_request(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
                       width: int | None = None, num_steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
-                      guidance: float = 1.0, class_label: int | None = None, spacing: str | None = None,
-                      eta: float = 0.0, restarts: Sequence[Restart] = ()) -> tuple[tuple[int, ...], SamplingPlan]:
+                      guidance: float = 1.0, class_label: int | Sequence[int] | None = None,
+                      spacing: str | None = None, eta: float = 0.0,
+                      restarts: Sequence[Restart] = ()) -> tuple[tuple[int, ...], SamplingPlan]:
         """Check a generate() request before any work: the (N, C, T, H, W) shape to sample, and the plan."""
         cfg = self.model_config
         if num_samples < 1:
@@ -50,8 +63,10 @@ class VideoGenerator:
             raise VdmError(f"guidance must be a finite number, got {guidance}")
         if class_label is not None and not cfg.conditional:
             raise VdmError("this model is unconditional; it takes no class label")
-        if class_label is not None and not 0 <= class_label < cfg.num_classes:
-            raise VdmError(f"class {class_label} out of range: this model has classes 0..{cfg.num_classes - 1}")
+        labels = per_video(class_label, num_samples)
+        for label in labels:
+            if not 0 <= label < cfg.num_classes:
+                raise VdmError(f"class {label} out of range: this model has classes 0..{cfg.num_classes - 1}")
         if guidance != 1.0 and class_label is None:
             raise VdmError("guidance needs a class-conditional model and a class label (--class)")
         shape = (num_samples, cfg.in_channels, cfg.frames if num_frames is None else num_frames,
@@ -61,18 +76,21 @@ class VideoGenerator:
 
     def generate(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
                  width: int | None = None, num_steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
-                 seed: int | None = None, guidance: float = 1.0, class_label: int | None = None, eta: float = 0.0,
+                 seed: int | None = None, guidance: float = 1.0, class_label: int | Sequence[int] | None = None,
+                 eta: float = 0.0,
                  spacing: str | None = None, restarts: Sequence[Restart] = (), on_step=None) -> torch.Tensor:
         """(num_samples, C, T, H, W) videos in [-1, 1]; shapes left as None are the model's training shape.
 
         sampler: ddim, ddpm, dpm++2m, dpm++2m-sde or unipc (vdm.samplers); spacing: linspace, leading, trailing, logsnr
         or karras (None: the sampler's own default); eta: DDIM's noise (0 = deterministic); restarts: passes
-        that noise the finished videos again and finish them again (vdm.samplers.Restart), in order.
+        that noise the finished videos again and finish them again (vdm.samplers.Restart), in order;
+        class_label: a class-conditional model's label for every video, or one per video (None: the
+        null class, its unconditional prediction).
         """
         shape, plan = self.check_request(num_samples, num_frames, height, width, num_steps, sampler, guidance,
                                          class_label, spacing, eta, restarts)
-        y = None if class_label is None else torch.full((num_samples,), class_label, dtype=torch.long,
-                                                         device=self.device)
+        y = None if class_label is None else torch.tensor(per_video(class_label, num_samples), dtype=torch.long,
+                                                           device=self.device)
         noise = initial_noise(shape, seed, self.device, self.backend.diffusion_config.frame_noise_correlation)
         return sample_plan(self.backend, noise, plan, y, guidance, step_generator(seed, self.device), on_step)
 

@@ -73,6 +73,19 @@ def test_a_guide_from_another_recipe_or_shape_is_refused(tmp_path, save_tiny_che
             load_autoguided("torch", model, model, weight, "cpu", "fp32")
 
 
+def test_an_unconditional_guide_guides_a_conditional_model_with_its_own_prediction(
+        tmp_path, save_tiny_checkpoint, tiny_model_config, model_and_guide):
+    _, guide = model_and_guide
+    conditional = save_tiny_checkpoint(tmp_path / "cond.safetensors", dataclasses.replace(tiny_model_config, num_classes=3))
+    guided = load_autoguided("torch", conditional, guide, 2.0, "cpu", "fp32")
+    x, t, y = torch.randn(2, 3, 4, 8, 8), torch.tensor([10, 900]), torch.tensor([0, 2])
+    main_out = guided.main.predict(x, t, y)
+    torch.testing.assert_close(guided.predict(x, t, y), torch.lerp(guided.guide.predict(x, t, None), main_out, 2.0))
+    other = save_tiny_checkpoint(tmp_path / "other.safetensors", dataclasses.replace(tiny_model_config, num_classes=4))
+    with pytest.raises(VdmError, match="a conditional guide must share the model's labels"):
+        load_autoguided("torch", conditional, other, 1.5, "cpu", "fp32")
+
+
 def test_vdm_run_autoguided_writes_videos_and_refuses_bad_flags(model_and_guide, tmp_path):
     model, guide = model_and_guide
     args = [str(model), "--steps", "2", "-n", "1", "--device", "cpu", "--out", str(tmp_path / "out")]

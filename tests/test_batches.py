@@ -9,7 +9,7 @@ import torch
 
 import vdm.batches
 from vdm.batches import StepBatches, local_batch_size, step_indices
-from vdm.data import SyntheticShapes, VideoFolder
+from vdm.data import PALETTE, SyntheticShapes, VideoFolder
 from vdm.distributed import Ranks
 from vdm.errors import VdmError
 from vdm.video import write_mp4
@@ -59,6 +59,13 @@ def test_labels_are_the_number_of_shapes_minus_one(draw):
     assert labels.tolist() == [len(shapes.tracks(i)) - 1 for i in range(6, 12)]
 
 
+def test_colors_labels_are_the_bitmask_of_the_clips_palette_colours_minus_one(draw):
+    shapes = SyntheticShapes(4, 8)
+    _, labels = StepBatches(shapes, 6, ONE, CPU, workers=0, num_classes=63, class_label="colors").get(1)
+    expected = [sum(2 ** PALETTE.index(track.color) for track in shapes.tracks(i)) - 1 for i in range(6, 12)]
+    assert labels.tolist() == expected and len(set(expected)) > 1
+
+
 def test_asking_for_another_step_restarts_the_stream_there():
     shapes = SyntheticShapes(4, 8)
     batches = StepBatches(shapes, 2, ONE, CPU, workers=0)
@@ -79,6 +86,11 @@ def test_labels_need_synthetic_data(tmp_path):
 def test_labels_need_a_class_per_possible_shape_count():
     with pytest.raises(VdmError, match="num_classes=2 is too few"):
         StepBatches(SyntheticShapes(4, 8), 2, ONE, CPU, workers=0, num_classes=2)
+
+
+def test_colors_labels_need_a_class_per_colour_set():
+    with pytest.raises(VdmError, match="num_classes=3 is too few for 'colors' labels.*they need 63"):
+        StepBatches(SyntheticShapes(4, 8), 2, ONE, CPU, workers=0, num_classes=3, class_label="colors")
 
 
 # ---------------------------------------------------------------------------------------------

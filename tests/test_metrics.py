@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from vdm import metrics
 from vdm.checkpoint import save_checkpoint
 from vdm.config import DiffusionConfig, ModelConfig
-from vdm.data import PALETTE, RADIUS_RANGE, ShapeTrack, SyntheticShapes, bounce, render_tracks
+from vdm.data import PALETTE, RADIUS_RANGE, ShapeTrack, SyntheticShapes, bounce, data_labels, render_tracks
 from vdm.errors import VdmError
 from vdm.cli.eval import main
 from vdm.diffusion import Schedule
@@ -337,6 +337,19 @@ def test_vdm_eval_finishes_sampling_from_each_snr_asked(random_checkpoint, tmp_p
                           for shapes, (passing, total) in run["by_shapes"].items())
         assert f"(clips of {tally})" in result.output
     assert {"from_snr_0.1", "from_snr_10"} <= set(report["seconds"])
+
+
+def test_vdm_eval_asks_a_conditional_model_for_the_datas_labels_with_guidance(tiny_conditional_checkpoint, tmp_path):
+    out = tmp_path / "eval.json"
+    args = [str(tiny_conditional_checkpoint), "--device", "cpu", "-n", "5", "--steps", "2", "--loss-batches", "0",
+            "--seed", "3", "--guidance", "2", "--json", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["class_labels"] == data_labels("count", 5, seed=3) and report["guidance"] == 2.0
+    assert len(set(report["class_labels"])) > 1  # the data's mix of shape counts, not one class
+    result = CliRunner().invoke(main, args[:-2] + ["--class", "1", "--json", str(out)])
+    assert result.exit_code == 0 and json.loads(out.read_text())["class_labels"] == 1
 
 
 def test_vdm_eval_checks_flags_before_loading_the_model(tmp_path):

@@ -151,15 +151,27 @@ def test_the_class_label_changes_the_videos(conditional_generator):
     assert not torch.allclose(zero, two)
 
 
+def test_each_video_may_have_its_own_class_label(conditional_generator):
+    one_each = conditional_generator.generate(2, num_steps=3, seed=0, class_label=[0, 2], guidance=2.0)
+    for i, label in enumerate((0, 2)):
+        alone = conditional_generator.generate(2, num_steps=3, seed=0, class_label=label, guidance=2.0)
+        torch.testing.assert_close(one_each[i], alone[i], rtol=1e-4, atol=1e-5)
+
+
+def test_a_label_list_of_the_wrong_length_is_refused(conditional_generator):
+    with pytest.raises(VdmError, match="3 class labels for 2 videos"):
+        conditional_generator.generate(2, num_steps=2, class_label=[0, 1, 2])
+
+
 def test_class_label_on_an_unconditional_model_is_refused(generator):
     with pytest.raises(VdmError, match="unconditional"):
         generator.generate(1, num_steps=2, class_label=0)
 
 
-@pytest.mark.parametrize("label", [-1, 3])
+@pytest.mark.parametrize("label", [-1, 3, [0, 3]])
 def test_class_label_outside_the_models_classes_is_refused(conditional_generator, label):
-    with pytest.raises(VdmError, match="out of range"):
-        conditional_generator.generate(1, num_steps=2, class_label=label)
+    with pytest.raises(VdmError, match="class 3 out of range" if label != -1 else "out of range"):
+        conditional_generator.generate(1 if isinstance(label, int) else 2, num_steps=2, class_label=label)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -219,6 +219,18 @@ def test_init_from_with_added_joint_attention_starts_computing_what_the_checkpoi
     assert trainer.model.mid_joint.out.weight.abs().sum() > 0
 
 
+def test_init_from_an_unconditional_checkpoint_starts_every_class_computing_what_it_did(tmp_path, trained_checkpoint):
+    conditional = dataclasses.replace(tiny_model(), num_classes=63, class_label="colors")
+    trainer = Trainer(tiny_preset(conditional), tmp_path, CPU)
+    assert trainer.init_from(trained_checkpoint) == []
+    saved, _, _ = load_model(trained_checkpoint)
+    x, t, y = torch.randn(2, 3, 4, 8, 8), torch.tensor([5, 900]), torch.tensor([62, 63])  # a class, the null class
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.ema.eval()(x, t, y), saved(x, t), rtol=1e-5, atol=1e-5)
+    trainer.run()  # and it trains: the class vectors leave zero
+    assert trainer.model.embedding.class_embed.weight.abs().sum() > 0
+
+
 def test_init_from_refuses_a_checkpoint_with_weights_the_model_lacks(tmp_path, save_tiny_checkpoint):
     ckpt = save_tiny_checkpoint(tmp_path / "joint.safetensors", dataclasses.replace(tiny_model(), joint_attention_levels=(1,)))
     with pytest.raises(VdmError, match=r"do not match the model config \(0 missing, \d+ unexpected, e.g. .*joint"):

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from vdm.data import ClipDataset, Scenes, SyntheticShapes, render_scenes, scene_arrays, stack_scenes
+from vdm.data import (ClipDataset, Scenes, SyntheticShapes, clip_label, label_classes, render_scenes,
+                      scene_arrays, scene_labels, stack_scenes)
 from vdm.distributed import Ranks
 from vdm.errors import VdmError
 
@@ -61,14 +62,14 @@ class StepIndices:
 
 
 class LabelledClips(Dataset):
-    """Synthetic clips with their labels: (clip (3, T, H, W), number of shapes - 1)."""
+    """Synthetic clips with their labels: (clip (3, T, H, W), `vdm.data.clip_label` of `kind`)."""
 
-    def __init__(self, shapes: SyntheticShapes):
-        self.shapes = shapes
+    def __init__(self, shapes: SyntheticShapes, kind: str):
+        self.shapes, self.kind = shapes, kind
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         clip, tracks = self.shapes.clip_with_meta(index)
-        return clip, len(tracks) - 1
+        return clip, clip_label(tracks, self.kind)
 
 
 class ShapeScenes(Dataset):
@@ -81,13 +82,15 @@ class ShapeScenes(Dataset):
         return scene_arrays(self.shapes.tracks(index), self.shapes.max_shapes, self.shapes.frames)
 
 
-def check_labels(dataset: ClipDataset, num_classes: int) -> None:
+def check_labels(dataset: ClipDataset, num_classes: int, kind: str = "count") -> None:
     """Class-conditional training needs a label per clip: only the synthetic data has them."""
     if not isinstance(dataset, SyntheticShapes):
         raise VdmError("class-conditional training needs labels; only the synthetic data has them "
-                       "(the label is the number of shapes - 1)")
-    if dataset.max_shapes > num_classes:
-        raise VdmError(f"num_classes={num_classes} is too few for clips of up to {dataset.max_shapes} shapes")
+                       "(the label is the number of shapes - 1, or their colours)")
+    needed = label_classes(kind, dataset.max_shapes)
+    if needed > num_classes:
+        raise VdmError(f"num_classes={num_classes} is too few for {kind!r} labels of clips of up to "
+                       f"{dataset.max_shapes} shapes: they need {needed}")
 
 
 class StepBatches:
@@ -98,12 +101,13 @@ class StepBatches:
     """
 
     def __init__(self, dataset: ClipDataset, global_batch: int, ranks: Ranks, device: torch.device,
-                 workers: int, num_classes: int = 0):
+                 workers: int, num_classes: int = 0, class_label: str = "count"):
         if num_classes:
-            check_labels(dataset, num_classes)
+            check_labels(dataset, num_classes, class_label)
         local_batch_size(global_batch, ranks)  # refuse an uneven split before any work
         self.dataset, self.global_batch, self.ranks = dataset, global_batch, ranks
         self.device, self.workers, self.labelled = device, workers, num_classes > 0
+        self.class_label = class_label
         self.scenes = isinstance(dataset, SyntheticShapes) and draws_on_device(device)
         self._stream: Iterator | None = None
         self._next_step: int | None = None
@@ -113,7 +117,7 @@ class StepBatches:
         if self.scenes:
             return ShapeScenes(self.dataset), stack_scenes
         elif self.labelled:
-            return LabelledClips(self.dataset), default_collate
+            return LabelledClips(self.dataset, self.class_label), default_collate
         else:
             return self.dataset, default_collate
 
@@ -137,7 +141,7 @@ class StepBatches:
         if isinstance(item, Scenes):
             scenes = item.to(self.device, non_blocking=True)
             clips = render_scenes(scenes, self.dataset.height, self.dataset.width)  # (b, 3, T, H, W)
-            return clips, (scenes.count - 1 if self.labelled else None)
+            return clips, (scene_labels(scenes, self.class_label) if self.labelled else None)
         elif self.labelled:
             clips, labels = item
             return clips.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -19,6 +19,7 @@ NormKind = Literal["group", "batch"]
 ScheduleKind = Literal["linear", "cosine"]
 PredictionKind = Literal["epsilon", "v", "x0"]
 LrScheduleKind = Literal["constant", "cosine"]
+ClassLabelKind = Literal["count", "colors"]
 MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
 
 
@@ -45,6 +46,9 @@ class ModelConfig:
     norm: NormKind = "group"  # conditional GroupNorm, or the seed's conditional BatchNorm
     num_groups: int = 8  # GroupNorm groups; channels must divide by it
     num_classes: int = 0  # 0 = unconditional; else class labels 0..num_classes-1 (+ a null class)
+    # What a synthetic clip's label says (vdm.data.clip_label): "count", its number of shapes - 1;
+    # "colors", the set of palette colours it holds (a bitmask - 1: 2 ** len(PALETTE) - 1 classes).
+    class_label: ClassLabelKind = "count"
     temporal_downsample: bool = False  # halve T between levels too (then T must divide)
     # The network also reads its own previous estimate of the clean video, concatenated to x as
     # in_channels more input channels (zeros at the first step): self-conditioning, Chen et al.'s
@@ -117,6 +121,8 @@ class ModelConfig:
                 raise VdmError(f"{ch} channels do not divide into num_heads={self.num_heads}")
         if self.num_classes < 0:
             raise VdmError("num_classes must be >= 0")
+        if self.class_label not in get_args(ClassLabelKind):
+            raise VdmError(f"class_label must be one of {get_args(ClassLabelKind)}, got {self.class_label!r}")
         if self.palette:
             if self.in_channels != 3:
                 raise VdmError(f"a palette needs RGB video (in_channels = 3), got in_channels={self.in_channels}")

@@ -174,6 +174,36 @@ class SyntheticShapes(ClipDataset):
 
 
 # ---------------------------------------------------------------------------------------------
+# Class labels of synthetic clips, for class-conditional models (ModelConfig.class_label):
+#   count   the number of shapes - 1
+#   colors  the set of palette colours in the clip, as a bitmask over PALETTE, - 1 (never 0 shapes)
+
+
+def label_classes(kind: str, max_shapes: int) -> int:
+    """How many classes labels of `kind` need for clips of up to `max_shapes` shapes."""
+    return max_shapes if kind == "count" else 2 ** len(PALETTE) - 1
+
+
+def colors_label(palette_indices) -> int:
+    """The "colors" label of a clip whose shapes have these PALETTE indices."""
+    return sum(1 << int(i) for i in palette_indices) - 1
+
+
+def clip_label(tracks: list[ShapeTrack], kind: str) -> int:
+    """The class label of a clip with these shapes."""
+    if kind == "count":
+        return len(tracks) - 1
+    return colors_label(PALETTE.index(track.color) for track in tracks)
+
+
+def data_labels(kind: str, count: int, seed: int) -> list[int]:
+    """The labels of synthetic clips 0 .. count - 1 of data seed `seed`: what a class-conditional model
+    is asked for when no class is given, so that its videos follow the data's mix of labels."""
+    shapes = SyntheticShapes(frames=1, size=32, seed=seed)  # a clip's label does not depend on T or H, W
+    return [clip_label(shapes.tracks(i), kind) for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------
 # The same shapes rendered by torch: a batch of clips at once, on any device
 #
 # Geometry is computed in float64 with the reference's operations in the reference's order (one
@@ -215,6 +245,14 @@ def scene_arrays(tracks: list[ShapeTrack], max_shapes: int, frames: int) -> dict
         arrays["square"][s] = track.kind == "square"
         arrays["color"][s] = PALETTE.index(track.color) + 1
     return arrays
+
+
+def scene_labels(scenes: Scenes, kind: str) -> torch.Tensor:
+    """(B,) int64: `clip_label` of each clip in `scenes`, on their device."""
+    if kind == "count":
+        return scenes.count - 1
+    bits = torch.where(scenes.color > 0, 2 ** (scenes.color - 1).clamp(min=0), 0)  # (B, S); 0 = empty slot
+    return bits.sum(dim=1) - 1
 
 
 def stack_scenes(rows: list[dict[str, np.ndarray]]) -> Scenes:

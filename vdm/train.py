@@ -245,7 +245,7 @@ class Trainer:
         check_batch_split(tc, ranks)
         dataset = make_dataset(tc.data, m.frames, m.size, tc.frame_stride, tc.seed)
         workers = tc.workers if tc.workers is not None else auto_setting(AUTO_WORKERS, device, "workers")
-        self.batches = StepBatches(dataset, tc.batch_size, ranks, device, workers, m.num_classes)
+        self.batches = StepBatches(dataset, tc.batch_size, ranks, device, workers, m.num_classes, m.class_label)
         torch.manual_seed(tc.seed)
         layout = tc.memory_format if tc.memory_format != "auto" else auto_setting(AUTO_MEMORY_FORMAT, device, "layout")
         self.memory_format = MEMORY_FORMATS[layout]
@@ -319,11 +319,15 @@ class Trainer:
 
         Those keep their initialization: a block added since that starts as the identity (the
         attention blocks' zero output projections) leaves the loaded model computing what it did.
-        So does self-conditioning added since: the estimate's input channels start at zero weight.
+        So does self-conditioning added since: the estimate's input channels start at zero weight;
+        and class conditioning added to an unconditional model: every class vector starts at zero.
         """
         state, model_config, diffusion_config, _ = read_checkpoint(path)
         if self.cfg.model.self_condition and not model_config.self_condition:
             state = state | {"conv_in.weight": zero_estimate_inputs(state["conv_in.weight"])}
+        if self.cfg.model.conditional and not model_config.conditional:
+            classes = self.model.state_dict()["embedding.class_embed.weight"]  # (num_classes + 1, emb_dim)
+            state = state | {"embedding.class_embed.weight": torch.zeros_like(classes)}
         # A new frame-noise correlation is a fine-tune's to learn (Ge et al. adapt a model to it);
         # any other difference changes what the weights predict.
         correlation = self.cfg.diffusion.frame_noise_correlation

@@ -11,17 +11,18 @@
 # measures its steps/s under that shared load; the real run's cosine schedule is then sized to end
 # after TRAIN_SECONDS. Then `vdm-eval` scores each: the issue's command (`-n 32`, default sampler and
 # precision) and, in fp32, 64 videos from noise and from held-out clips noised to FROM_SNR; videos
-# from noise restarted as the demo's are (RESTART; `none` for the sampler alone).
+# from noise restarted as the demo's are (RESTART; `none` for the sampler alone); a class-conditional
+# run's videos get the data's labels, with classifier-free guidance GUIDANCE.
 # Everything lands in OUT: logs, metrics.jsonl, vdm-eval's text and JSON, float16 weights.
 #
-# Knobs (environment): CONFIGS, BATCH, LR, EMA, TRAIN_SECONDS, PROBE_STEPS, FROM_SNR, EVAL_N, RESTART, DEVICE
+# Knobs (environment): CONFIGS, BATCH, LR, EMA, TRAIN_SECONDS, PROBE_STEPS, FROM_SNR, EVAL_N, RESTART, GUIDANCE, DEVICE
 # (cuda; cpu for a dry run here), PYTHON (python3), OUT (the device tool sets it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WHEELS="$ROOT/.device/wheels"
 
-CONFIGS="${CONFIGS:-vdm/demo/demo.toml benchmarks/demo_gpu/palette.toml benchmarks/demo_gpu/w64.toml}"
+CONFIGS="${CONFIGS:-vdm/demo/demo.toml benchmarks/demo_gpu/colors.toml benchmarks/demo_gpu/palette.toml benchmarks/demo_gpu/w64.toml}"
 BATCH="${BATCH:-64}"
 LR="${LR:-1e-3}"
 EMA="${EMA:-0.999}"
@@ -30,6 +31,7 @@ PROBE_STEPS="${PROBE_STEPS:-60}"
 FROM_SNR="${FROM_SNR:-0.01,0.1,1,3}"
 EVAL_N="${EVAL_N:-64}"
 RESTART="${RESTART:-0.01:6}"
+GUIDANCE="${GUIDANCE:-3}"
 DEVICE="${DEVICE:-cuda}"
 PYTHON="${PYTHON:-python3}"
 OUT="${OUT:-$ROOT/out/demo-gpu}"
@@ -141,10 +143,13 @@ train() {
 }
 
 evaluate() {  # NAME: the issue's command, then 64 videos in fp32 with the from-SNR profile
-    local ckpt; ckpt="$(checkpoint "$1")"
-    "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" -n 32 --restart "$RESTART" > "$OUT/$1-eval-n32.txt" 2>&1
+    local ckpt guidance; ckpt="$(checkpoint "$1")"
+    guidance="$("$PYTHON" -c "import sys; from vdm.checkpoint import read_checkpoint
+print($GUIDANCE if read_checkpoint(sys.argv[1])[1].conditional else 1)" "$ckpt")"
+    "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" -n 32 --restart "$RESTART" --guidance "$guidance" \
+        > "$OUT/$1-eval-n32.txt" 2>&1
     "$PYTHON" -m vdm.cli.eval "$ckpt" --device "$DEVICE" --precision fp32 -n "$EVAL_N" --restart "$RESTART" \
-        --loss-batches 8 --from-snr "$FROM_SNR" --json "$OUT/$1-eval.json" > "$OUT/$1-eval.txt" 2>&1
+        --guidance "$guidance" --loss-batches 8 --from-snr "$FROM_SNR" --json "$OUT/$1-eval.json" > "$OUT/$1-eval.txt" 2>&1
 }
 
 best_run() {  # NAMES...: the one whose fp32 videos pass most often (of those scored)

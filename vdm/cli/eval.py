@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_restarts, load_generator, model_and_guide,
-                           pop_backend_options, sampler_flags)
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_labels, chosen_restarts, class_flags,
+                           load_generator, model_and_guide, pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
                           one_step_videos, passes_by_shape_count)
@@ -82,6 +82,7 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
 @sampler_flags
 @click.option("--num-samples", "-n", default=16, show_default=True, type=int, help="Videos to generate and score.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled videos.")
+@class_flags
 @click.option("--loss-batches", default=4, show_default=True, type=int,
               help=f"Held-out batches of {LOSS_BATCH_SIZE} clips for the denoising loss; 0 skips it.")
 @click.option("--one-step-snr", default=0.1, show_default=True, type=float,
@@ -94,7 +95,7 @@ def check_flags(num_samples: int, steps: int, loss_batches: int, one_step_snr: f
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(model, backend, device, precision, autoguide, autoguide_weight, sampler, steps, spacing, restart, num_samples,
-         seed, loss_batches, one_step_snr, from_snr, json_path, debug, **backend_options):
+         seed, class_label, guidance, loss_batches, one_step_snr, from_snr, json_path, debug, **backend_options):
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
@@ -116,14 +117,16 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     seconds["load"] = time.perf_counter() - start
     click.echo(f"backend: {generator.backend.describe()}, loaded in {seconds['load']:.2f} s")
 
-    _, plan = generator.check_request(num_samples, num_steps=steps, sampler=sampler, spacing=spacing,
-                                      restarts=restarts)
+    labels = chosen_labels(generator.model_config, class_label, num_samples, seed)
+    _, plan = generator.check_request(num_samples, num_steps=steps, sampler=sampler, guidance=guidance,
+                                      class_label=labels, spacing=spacing, restarts=restarts)
     start = time.perf_counter()
     videos = generator.generate(num_samples, num_steps=steps, sampler=sampler, spacing=spacing, seed=seed,
-                                restarts=restarts)  # (N, C, T, H, W)
+                                guidance=guidance, class_label=labels, restarts=restarts)  # (N, C, T, H, W)
     synchronize(generator.device)
     seconds["sample"] = time.perf_counter() - start
-    click.echo(f"sampled {num_samples} videos {tuple(videos.shape[1:])} ({plan.describe()}, seed {seed}) "
+    guided = f", classifier-free guidance {guidance:g}" if guidance != 1 else ""
+    click.echo(f"sampled {num_samples} videos {tuple(videos.shape[1:])} ({plan.describe()}, seed {seed}{guided}) "
                f"in {seconds['sample']:.2f} s")
 
     start = time.perf_counter()
@@ -164,7 +167,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
             "autoguide_weight": weight, "backend": generator.backend.describe(), "num_samples": num_samples,
             "steps": steps, "sampler": sampler, "spacing": spacing or SAMPLERS[sampler].default_spacing,
             "restarts": [str(r) for r in restarts], "network_calls": plan.num_calls,
-            "seed": seed, "video_shape": list(videos.shape[1:]),
+            "seed": seed, "class_labels": labels, "guidance": guidance, "video_shape": list(videos.shape[1:]),
             "held_out_loss": loss, "loss_batches": loss_batches, "loss_batch_size": LOSS_BATCH_SIZE,
             "held_out_seed": HELD_OUT_SEED, "one_step": one_step, "from_snr": finished, "seconds": seconds, **report.to_dict(),
         }

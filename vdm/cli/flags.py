@@ -69,6 +69,25 @@ def chosen_restarts(restart: str | None, demo: bool) -> tuple[Restart, ...]:
     return parse_restarts(DEMO_RESTARTS if restart is None and demo else restart or "none")
 
 
+def class_flags(fn: Callable) -> Callable:
+    """--class and --guidance, for a class-conditional model."""
+    fn = click.option("--guidance", default=1.0, show_default=True, type=float,
+                      help="Classifier-free guidance scale, for a class-conditional model; 1 turns it off.")(fn)
+    return click.option("--class", "class_label", type=int,
+                        help="Class label of every video, for a class-conditional model [default: each video's "
+                             "own, drawn from the synthetic data's labels by --seed].")(fn)
+
+
+def chosen_labels(model_config, class_label: int | None, num_samples: int, seed: int) -> int | list[int] | None:
+    """--class for every video; without it, a class-conditional model's videos each get the label of a
+    synthetic clip (vdm.data.data_labels), so they follow the data's mix; an unconditional model none."""
+    if class_label is not None or not model_config.conditional:
+        return class_label
+    from vdm.data import data_labels
+
+    return data_labels(model_config.class_label, num_samples, seed)
+
+
 def autoguide_flags(fn: Callable) -> Callable:
     """--autoguide GUIDE and --autoguide-weight (runtime/autoguidance.py)."""
     from vdm.runtime.autoguidance import DEFAULT_WEIGHT

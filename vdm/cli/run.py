@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_restarts, load_generator, model_and_guide,
-                           pop_backend_options, sampler_flags)
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_labels, chosen_restarts, class_flags,
+                           load_generator, model_and_guide, pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
 
@@ -23,8 +23,7 @@ from vdm.runtime.backend import synchronize
 @click.option("--frames", type=int, help="Frames T (default: the model's).")
 @click.option("--size", type=int, help="Frame size H = W (default: the model's).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--guidance", default=1.0, show_default=True, type=float, help="Classifier-free guidance scale.")
-@click.option("--class", "class_label", type=int, help="Class label, for a class-conditional model.")
+@class_flags
 @click.option("--out", default="samples", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fps", default=8, show_default=True, type=int)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -48,6 +47,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     click.echo(f"backend: {generator.backend.describe()}, loaded in {load_s:.2f} s")
 
     # A bad request fails before any work or progress bar.
+    class_label = chosen_labels(generator.model_config, class_label, num_samples, seed)
     _, plan = generator.check_request(num_samples, frames, size, size, steps, sampler, guidance, class_label,
                                       spacing, eta, restarts)
     click.echo(f"sampler: {plan.describe()}")
