@@ -134,7 +134,7 @@ def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_che
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
-def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_in_width_or_output_only():
+def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_in_width_output_or_labels_only():
     import re
     import subprocess
     from pathlib import Path
@@ -155,6 +155,9 @@ def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_i
         if config.name == "palette.toml":
             assert candidate.model.palette and candidate.diffusion.prediction == "x0"
             candidate.model.palette, candidate.diffusion.prediction = demo.model.palette, demo.diffusion.prediction
+        elif config.name == "colors.toml":
+            assert (candidate.model.num_classes, candidate.model.class_label) == (63, "colors")
+            candidate.model.num_classes, candidate.model.class_label = demo.model.num_classes, demo.model.class_label
         else:
             assert candidate.model.base_channels > demo.model.base_channels, config
             candidate.model.base_channels = demo.model.base_channels
