@@ -297,6 +297,31 @@ def test_held_out_shape_counts_are_the_shapes_of_each_held_out_clip():
     assert counts == colours  # each shape is its own colour on the background (no shape hides another whole)
 
 
+class LabelRecorder(TorchBackend):
+    """A TorchBackend that keeps the labels of every call."""
+
+    def predict(self, x, t, y):
+        self.labels.append(None if y is None else y.tolist())
+        return super().predict(x, t, y)
+
+
+def test_the_held_out_checks_give_a_conditional_model_each_clips_own_label():
+    cfg = dataclasses.replace(TINY, num_classes=3)  # "count" labels: shapes - 1
+    backend = LabelRecorder(Unet3D(cfg), DiffusionConfig(), torch.device("cpu"))
+    counts = held_out_shape_counts(backend, batches=2)
+    expected = [[c - 1 for c in counts[:LOSS_BATCH_SIZE]], [c - 1 for c in counts[LOSS_BATCH_SIZE:]]]
+    assert expected[0] != expected[1]  # the batches' own labels, not one class
+    for check in (lambda: held_out_loss(backend, batches=2), lambda: one_step_videos(backend, 0.1, batches=2),
+                  lambda: finished_videos(backend, 0.1, "ddim", 1, None, batches=2)):
+        backend.labels = []
+        check()
+        assert backend.labels == expected
+    backend = LabelRecorder(Unet3D(TINY), DiffusionConfig(), torch.device("cpu"))
+    backend.labels = []
+    held_out_loss(backend, batches=1)
+    assert backend.labels == [None]  # an unconditional model gets none
+
+
 def test_passes_by_shape_count_tallies_passing_and_total_videos_per_count():
     table = passes_by_shape_count([True, False, True, True, False], [1, 3, 1, 2, 3])
     assert table == {1: (2, 2), 2: (1, 1), 3: (0, 2)} and list(table) == [1, 2, 3]

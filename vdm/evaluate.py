@@ -43,17 +43,17 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
     """Mean training loss (vdm.diffusion.training_loss) of `backend` over `batches` held-out batches.
 
     Batch i: the clips and noise of `held_out_batches`, at the i-th row of `loss_timesteps`. A
-    class-conditional model is asked for its unconditional prediction. An x0 model (a palette model)
+    class-conditional model is given each clip's own label, as in training. An x0 model (a palette model)
     is scored on the v its clean video implies, so its loss compares with a v model's.
     """
     from vdm.diffusion import Schedule, gather, implied_v_loss, q_sample, training_loss
 
     schedule = Schedule.from_config(backend.diffusion_config)
     timesteps = loss_timesteps(schedule.num_timesteps, batches, batch_size)
-    y = null_labels(backend, batch_size)
     losses = []
     for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the held-out loss")):
         t = timesteps[i].to(backend.device)
+        y = held_out_labels(backend, i, batch_size, seed)
         x_t = q_sample(x0, t, noise, schedule.alphas_cumprod)
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # no self-conditioning estimate
         loss = (implied_v_loss(out, x0, gather(schedule.alphas_cumprod, t, x0.ndim)) if schedule.prediction == "x0"
@@ -72,10 +72,10 @@ def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int 
     abar = schedule.alphas_cumprod
     step = timestep_at_snr(abar, snr)
     t = torch.full((batch_size,), step, device=backend.device)
-    y = null_labels(backend, batch_size)
     videos = []
-    for x0, noise in held_out_batches(backend, batches, batch_size, seed, "the one-step check"):
+    for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the one-step check")):
         x_t = q_sample(x0, t, noise, abar)
+        y = held_out_labels(backend, i, batch_size, seed)
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # one call: no estimate yet
         videos.append(split_prediction(out, x_t, float(abar[step]), schedule.prediction)[0])
     return torch.cat(videos), step
@@ -97,10 +97,10 @@ def finished_videos(backend: Backend, snr: float, sampler_name: str, num_steps: 
     abar = Schedule.from_config(backend.diffusion_config).alphas_cumprod
     sampler = sampler_from_snr(backend, sampler_name, num_steps, snr, spacing)
     t = torch.full((batch_size,), sampler.timesteps[0], device=backend.device)
-    y = null_labels(backend, batch_size)
     videos = []
     for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the finishing check")):
         x_t = q_sample(x0, t, noise, abar)
+        y = held_out_labels(backend, i, batch_size, seed)
         videos.append(sample(backend, x_t, sampler, y, generator=step_generator(seed + i, backend.device)))
     return torch.cat(videos), sampler.timesteps
 
@@ -143,7 +143,15 @@ def passes_by_shape_count(passed: list[bool], shape_counts: list[int]) -> dict[i
     return dict(sorted(table.items()))
 
 
-def null_labels(backend: Backend, batch_size: int) -> torch.Tensor | None:
-    """A class-conditional model's null class (its unconditional prediction), else None."""
+def held_out_labels(backend: Backend, batch: int, batch_size: int, seed: int) -> torch.Tensor | None:
+    """(B,) int64: for a class-conditional model, the labels of the clips of `held_out_batches`' batch
+    `batch` (each clip's own, as training gives them, so the checks ask what sampling with the data's
+    labels asks); None for an unconditional model."""
+    from vdm.data import SyntheticShapes, clip_label
+
     cfg = backend.model_config
-    return torch.full((batch_size,), cfg.null_class, device=backend.device) if cfg.conditional else None
+    if not cfg.conditional:
+        return None
+    data = SyntheticShapes(cfg.frames, cfg.size, seed=seed)
+    labels = [clip_label(data.tracks(batch * batch_size + j), cfg.class_label) for j in range(batch_size)]
+    return torch.tensor(labels, device=backend.device)
