@@ -51,9 +51,9 @@ def held_out_loss(backend: Backend, batches: int, batch_size: int = LOSS_BATCH_S
     schedule = Schedule.from_config(backend.diffusion_config)
     timesteps = loss_timesteps(schedule.num_timesteps, batches, batch_size)
     losses = []
-    for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the held-out loss")):
+    clips = held_out_batches(backend, batches, batch_size, seed, "the held-out loss")
+    for i, ((x0, noise), y) in enumerate(zip(clips, held_out_labels(backend, batches, batch_size, seed))):
         t = timesteps[i].to(backend.device)
-        y = held_out_labels(backend, i, batch_size, seed)
         x_t = q_sample(x0, t, noise, schedule.alphas_cumprod)
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # no self-conditioning estimate
         loss = (implied_v_loss(out, x0, gather(schedule.alphas_cumprod, t, x0.ndim)) if schedule.prediction == "x0"
@@ -73,9 +73,9 @@ def one_step_videos(backend: Backend, snr: float, batches: int, batch_size: int 
     step = timestep_at_snr(abar, snr)
     t = torch.full((batch_size,), step, device=backend.device)
     videos = []
-    for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the one-step check")):
+    clips = held_out_batches(backend, batches, batch_size, seed, "the one-step check")
+    for (x0, noise), y in zip(clips, held_out_labels(backend, batches, batch_size, seed)):
         x_t = q_sample(x0, t, noise, abar)
-        y = held_out_labels(backend, i, batch_size, seed)
         out = backend.predict(network_input(backend.model_config, x_t), t, y)  # one call: no estimate yet
         videos.append(split_prediction(out, x_t, float(abar[step]), schedule.prediction)[0])
     return torch.cat(videos), step
@@ -98,9 +98,9 @@ def finished_videos(backend: Backend, snr: float, sampler_name: str, num_steps: 
     sampler = sampler_from_snr(backend, sampler_name, num_steps, snr, spacing)
     t = torch.full((batch_size,), sampler.timesteps[0], device=backend.device)
     videos = []
-    for i, (x0, noise) in enumerate(held_out_batches(backend, batches, batch_size, seed, "the finishing check")):
+    clips = held_out_batches(backend, batches, batch_size, seed, "the finishing check")
+    for i, ((x0, noise), y) in enumerate(zip(clips, held_out_labels(backend, batches, batch_size, seed))):
         x_t = q_sample(x0, t, noise, abar)
-        y = held_out_labels(backend, i, batch_size, seed)
         videos.append(sample(backend, x_t, sampler, y, generator=step_generator(seed + i, backend.device)))
     return torch.cat(videos), sampler.timesteps
 
@@ -143,15 +143,14 @@ def passes_by_shape_count(passed: list[bool], shape_counts: list[int]) -> dict[i
     return dict(sorted(table.items()))
 
 
-def held_out_labels(backend: Backend, batch: int, batch_size: int, seed: int) -> torch.Tensor | None:
-    """(B,) int64: for a class-conditional model, the labels of the clips of `held_out_batches`' batch
-    `batch` (each clip's own, as training gives them, so the checks ask what sampling with the data's
-    labels asks); None for an unconditional model."""
-    from vdm.data import SyntheticShapes, clip_label
+def held_out_labels(backend: Backend, batches: int, batch_size: int, seed: int) -> list[torch.Tensor | None]:
+    """Per batch of `held_out_batches`, the labels a class-conditional model is given: (B,) int64, each
+    clip's own (vdm.data.data_labels, as training gives them, so the checks ask what sampling with the
+    data's labels asks); None per batch for an unconditional model."""
+    from vdm.data import data_labels
 
     cfg = backend.model_config
     if not cfg.conditional:
-        return None
-    data = SyntheticShapes(cfg.frames, cfg.size, seed=seed)
-    labels = [clip_label(data.tracks(batch * batch_size + j), cfg.class_label) for j in range(batch_size)]
-    return torch.tensor(labels, device=backend.device)
+        return [None] * batches
+    labels = torch.tensor(data_labels(cfg.class_label, batches * batch_size, seed), device=backend.device)
+    return list(labels.reshape(batches, batch_size))  # one copy to the device for every batch
