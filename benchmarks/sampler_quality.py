@@ -6,7 +6,8 @@
 `benchmarks/steps.py` measures how close each deterministic sampler comes to the probability-flow
 ODE's video; this scores the videos themselves against the synthetic data's rules (`vdm.metrics`),
 so stochastic samplers, which solve another equation, compare too. A plan may add restart passes
-(`+SNR:STEPS`, vdm.samplers.Restart). Every plan starts from the same noise (`--seed`). Without CHECKPOINT, the bundled demo. Writes results.json and results.md under
+(`+SNR:STEPS`, vdm.samplers.Restart). Every plan starts from the same noise (`--seed`). Without CHECKPOINT, the bundled demo, with
+each video's colour label and its guidance. Writes results.json and results.md under
 --out/NAME (default: benchmarks/results/sampler-quality-<model>-<date>).
 """
 from __future__ import annotations
@@ -53,7 +54,9 @@ def parse_plans(text: str) -> list[tuple[str, int, tuple[Restart, ...]]]:
 def markdown(report: dict) -> str:
     lines = [f"# Sampler quality: {report['model']}", "",
              f"{report['num_samples']} videos per plan (torch, fp32) from seed {report['seed']} "
-             "(the same noise for every plan), "
+             "(the same noise for every plan"
+             + (f"; each video the label of a synthetic clip, guidance {report['guidance']:g}"
+                if report.get("guidance", 1) != 1 else "") + "), "
              "scored by `vdm.metrics`; count pass = the share of videos whose shapes keep their colours and "
              "number throughout; colours = palette colours found per video (the data has 1-3).", "",
              *facts_markdown(report["facts"]), "",
@@ -73,16 +76,20 @@ def markdown(report: dict) -> str:
               help="SAMPLER:STEPS, comma-separated; +SNR:STEPS after one adds a restart pass.")
 @click.option("--num-samples", "-n", default=64, show_default=True, type=click.IntRange(1), help="Videos per plan.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the noise.")
+@click.option("--guidance", type=float,
+              help="Classifier-free guidance scale for a class-conditional model, whose videos each get the label "
+                   "of a synthetic clip, as vdm-eval gives them [default: 1; the bundled demo: its own].")
 @click.option("--out", default=str(RESULTS_DIR), show_default=True, type=click.Path(file_okay=False),
               help="Where the results folder goes.")
 @click.option("--name", help="Results folder under --out.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(checkpoint, plans, num_samples, seed, out, name, debug):
+def main(checkpoint, plans, num_samples, seed, guidance, out, name, debug):
     """Score CHECKPOINT's videos (default: the bundled demo) under each sampler plan."""
     import sys
 
     from vdm.atomic import atomic_write_text
+    from vdm.cli.flags import chosen_guidance, chosen_labels
     from vdm.demo import DEMO_CHECKPOINT
     from vdm.metrics import score_videos
     from vdm.runtime.generator import VideoGenerator
@@ -94,12 +101,14 @@ def main(checkpoint, plans, num_samples, seed, out, name, debug):
     # fp32 whatever the CPU: auto computes bf16 where there are bf16 units, and scores must not
     # change with the machine they were measured on.
     generator = VideoGenerator(model, backend="torch", device="cpu", precision="fp32")
+    guidance = chosen_guidance(guidance, demo=checkpoint is None)
+    labels = chosen_labels(generator.model_config, None, num_samples, seed)
     label = str(model) if checkpoint else "the bundled demo (vdm/demo/demo.safetensors)"
-    report = {"model": label, "num_samples": num_samples, "seed": seed,
+    report = {"model": label, "num_samples": num_samples, "seed": seed, "guidance": guidance,
               "facts": run_facts("benchmarks.sampler_quality", sys.argv[1:]), "rows": []}
     for sampler, steps, restarts in plan_list:
         quality = score_videos(generator.generate(num_samples, num_steps=steps, sampler=sampler, seed=seed,
-                                                  restarts=restarts))
+                                                  guidance=guidance, class_label=labels, restarts=restarts))
         row = {"sampler": sampler, "steps": steps, "restarts": [str(r) for r in restarts], **quality.to_dict()}
         del row["videos"]
         report["rows"].append(row)

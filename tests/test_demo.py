@@ -28,18 +28,6 @@ def test_the_recipe_config_gives_the_shipped_networks_config():
     assert (recipe.model, recipe.diffusion) == (model_config, diffusion_config)
 
 
-def test_the_demo_guide_ships_smaller_with_its_recipe_and_the_demos_process():
-    from vdm.config import get_preset, load_config_file
-    from vdm.demo import DEMO_GUIDE
-
-    assert DEMO_GUIDE.stat().st_size < 1_500_000
-    recipe = load_config_file(DEMO_GUIDE.with_name("guide.toml"), get_preset("tiny"))
-    _, model_config, diffusion_config, metadata = read_checkpoint(DEMO_GUIDE)
-    assert (recipe.model, recipe.diffusion) == (model_config, diffusion_config)
-    assert diffusion_config == read_checkpoint(DEMO_CHECKPOINT)[2]  # so it can guide the demo
-    assert "--config vdm/demo/guide.toml" in (DEMO_CHECKPOINT.parent / "TRAINING.md").read_text()
-
-
 def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkpoint, tmp_path):
     import subprocess
     import sys
@@ -59,18 +47,23 @@ def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkp
         f"error: checkpoint {tmp_path / 'none.safetensors'} does not exist"]
 
 
-def test_vdm_run_without_a_model_uses_the_demo_autoguided_by_its_guide_and_restarted(tmp_path):
-    args = ["--steps", "2", "-n", "1", "--device", "cpu", "--precision", "fp32", "--seed", "3"]
+def test_vdm_run_without_a_model_uses_the_demo_with_colour_labels_guidance_and_a_restart(tmp_path):
+    from vdm.data import data_labels
+
+    _, model_config, _, _ = read_checkpoint(DEMO_CHECKPOINT)
+    assert (model_config.num_classes, model_config.class_label) == (63, "colors")
+    args = ["--steps", "2", "-n", "2", "--device", "cpu", "--precision", "fp32", "--seed", "3"]
     result = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "guided")])
     assert result.exit_code == 0, result.output
-    assert "bundled demo" in result.output and "autoguided by guide.safetensors (weight 1.5)" in result.output
+    assert "bundled demo" in result.output and "; classifier-free guidance 5" in result.output
     assert "restarted from t=872 in 6 steps (8 network calls)" in result.output  # SNR 0.01 (DEMO_RESTARTS)
+    assert f"class labels {data_labels('colors', 2, 3)}" in result.output  # each video its own
     guided = read_video(tmp_path / "guided" / "sample_000.mp4")
     assert guided.shape == (8, 32, 32, 3)
-    alone = CliRunner().invoke(run_main, [*args, "--autoguide-weight", "1", "--restart", "none",
+    alone = CliRunner().invoke(run_main, [*args, "--guidance", "1", "--restart", "none",
                                           "--out", str(tmp_path / "alone")])
     assert alone.exit_code == 0, alone.output
-    assert "bundled demo" in alone.output and "autoguided" not in alone.output and "restarted" not in alone.output
+    assert "bundled demo" in alone.output and "guidance" not in alone.output and "restarted" not in alone.output
     assert (read_video(tmp_path / "alone" / "sample_000.mp4").astype(int) - guided).any()
 
 
@@ -81,8 +74,7 @@ def test_onnxruntime_demo_is_exported_on_first_use_then_reused(tmp_path, monkeyp
     assert first.exit_code == 0, first.output
     assert "first use: exporting" in first.output
     assert (tmp_path / "cache" / "demo-bundle" / "unet.onnx").is_file()
-    assert (tmp_path / "cache" / "demo-guide-bundle" / "unet.onnx").is_file()  # its guide, too
-    assert "autoguided by demo-guide-bundle (weight 1.5)" in first.output
+    assert "classifier-free guidance 5" in first.output
     second = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "b")])
     assert second.exit_code == 0, second.output
     assert "reusing the exported bundle" in second.output
@@ -134,7 +126,7 @@ def test_frames_cli_writes_a_png_and_refuses_a_missing_folder(tmp_path, tiny_che
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
-def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_in_width_output_or_labels_only():
+def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_in_width_or_output_only():
     import re
     import subprocess
     from pathlib import Path
@@ -155,9 +147,6 @@ def test_the_gpu_candidates_script_parses_and_its_configs_differ_from_the_demo_i
         if config.name == "palette.toml":
             assert candidate.model.palette and candidate.diffusion.prediction == "x0"
             candidate.model.palette, candidate.diffusion.prediction = demo.model.palette, demo.diffusion.prediction
-        elif config.name == "colors.toml":
-            assert (candidate.model.num_classes, candidate.model.class_label) == (63, "colors")
-            candidate.model.num_classes, candidate.model.class_label = demo.model.num_classes, demo.model.class_label
         else:
             assert candidate.model.base_channels > demo.model.base_channels, config
             candidate.model.base_channels = demo.model.base_channels

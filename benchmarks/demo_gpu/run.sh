@@ -22,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WHEELS="$ROOT/.device/wheels"
 
-CONFIGS="${CONFIGS:-vdm/demo/demo.toml benchmarks/demo_gpu/colors.toml benchmarks/demo_gpu/palette.toml benchmarks/demo_gpu/w64.toml}"
+CONFIGS="${CONFIGS:-vdm/demo/demo.toml benchmarks/demo_gpu/palette.toml benchmarks/demo_gpu/w64.toml}"
 BATCH="${BATCH:-64}"
 LR="${LR:-1e-3}"
 EMA="${EMA:-0.999}"

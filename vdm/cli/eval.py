@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_labels, chosen_restarts, class_flags,
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts, class_flags,
                            load_generator, model_and_guide, pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
@@ -99,8 +99,8 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     """Score MODEL (a checkpoint .safetensors or an exported bundle directory) trained on the synthetic
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
-    Without MODEL, the bundled demo model is used, autoguided by its own guide and restarted once
-    (--restart). With autoguidance, the held-out loss is the model's own; the videos are the guided
+    Without MODEL, the bundled demo model is used, with classifier-free guidance (--guidance) and
+    restarted once (--restart). With autoguidance, the held-out loss is the model's own; the videos are the guided
     sampler's. --from-snr finishes held-out clips without restarts.
     """
     from vdm.atomic import atomic_write_text
@@ -110,6 +110,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     check_flags(num_samples, steps, loss_batches, one_step_snr, from_snrs, json_path)
     options = pop_backend_options(backend, backend_options)
     restarts = chosen_restarts(restart, demo=model is None)
+    guidance = chosen_guidance(guidance, demo=model is None)
     model, autoguide, weight = model_and_guide(model, backend, autoguide, autoguide_weight)
     seconds = {}
     start = time.perf_counter()

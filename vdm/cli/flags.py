@@ -71,11 +71,24 @@ def chosen_restarts(restart: str | None, demo: bool) -> tuple[Restart, ...]:
 
 def class_flags(fn: Callable) -> Callable:
     """--class and --guidance, for a class-conditional model."""
-    fn = click.option("--guidance", default=1.0, show_default=True, type=float,
-                      help="Classifier-free guidance scale, for a class-conditional model; 1 turns it off.")(fn)
+    from vdm.demo import DEMO_GUIDANCE
+
+    fn = click.option("--guidance", type=float,
+                      help="Classifier-free guidance scale, for a class-conditional model; 1 turns it off "
+                           f"[default: 1; the bundled demo: {DEMO_GUIDANCE:g}].")(fn)
     return click.option("--class", "class_label", type=int,
                         help="Class label of every video, for a class-conditional model [default: each video's "
                              "own, drawn from the synthetic data's labels by --seed].")(fn)
+
+
+def chosen_guidance(guidance: float | None, demo: bool) -> float:
+    """The classifier-free guidance scale --guidance asks for; without the flag, none (1), or for the
+    bundled demo (no MODEL) its own."""
+    from vdm.demo import DEMO_GUIDANCE
+
+    if guidance is None:
+        return DEMO_GUIDANCE if demo else 1.0
+    return guidance
 
 
 def chosen_labels(model_config, class_label: int | None, num_samples: int, seed: int) -> int | list[int] | None:
@@ -116,21 +129,15 @@ def guided_weight(has_guide: bool, autoguide_weight: float | None, default: floa
 def model_and_guide(model: str | None, backend: str, autoguide: str | None,
                     autoguide_weight: float | None) -> tuple[str | Path, str | Path | None, float | None]:
     """(model, guide, weight) for the flags, checked (guide None: sample the model alone). Without
-    MODEL, the bundled demo, autoguided by its own guide unless --autoguide names another;
-    --autoguide-weight 1 samples it alone."""
+    MODEL, the bundled demo; --autoguide-weight 1 samples the model alone."""
     from vdm.runtime.autoguidance import DEFAULT_WEIGHT
 
+    weight = guided_weight(autoguide is not None, autoguide_weight, DEFAULT_WEIGHT)
     if model is None:
-        from vdm.demo import DEMO_GUIDE_WEIGHT, demo_model_path
+        from vdm.demo import demo_model_path
 
-        own_guide = autoguide is None
-        weight = guided_weight(True, autoguide_weight, DEMO_GUIDE_WEIGHT if own_guide else DEFAULT_WEIGHT)
         model = demo_model_path(backend)
-        if own_guide and weight != 1:
-            autoguide = demo_model_path(backend, guide=True)
         click.echo(f"model: the bundled demo ({model})")
-    else:
-        weight = guided_weight(autoguide is not None, autoguide_weight, DEFAULT_WEIGHT)
     if weight in (None, 1):
         return model, None, None
     return model, autoguide, weight

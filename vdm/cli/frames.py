@@ -17,7 +17,8 @@ import click
 import torch
 
 from vdm.atomic import atomic_write_bytes
-from vdm.cli.flags import autoguide_flags, chosen_restarts, load_generator, model_and_guide, sampler_flags
+from vdm.cli.flags import (autoguide_flags, chosen_guidance, chosen_labels, chosen_restarts, class_flags, load_generator,
+                           model_and_guide, sampler_flags)
 from vdm.demo.frames import frames_sheet, png_bytes
 from vdm.errors import VdmError, cli_errors
 
@@ -31,26 +32,29 @@ from vdm.errors import VdmError, cli_errors
 @autoguide_flags
 @sampler_flags
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the generated videos.")
+@class_flags
 @click.option("--out", default="demo-frames.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG to write (atomically).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
-def main(model, num_videos, num_real, autoguide, autoguide_weight, sampler, steps, spacing, restart, seed, out,
-         debug):
-    """Write a PNG of MODEL's videos (default: the bundled demo, autoguided by its own guide and
-    restarted once), frame by frame, scored by vdm.metrics."""
+def main(model, num_videos, num_real, autoguide, autoguide_weight, sampler, steps, spacing, restart, seed,
+         class_label, guidance, out, debug):
+    """Write a PNG of MODEL's videos (default: the bundled demo, with each video's colour label,
+    classifier-free guidance and one restart), frame by frame, scored by vdm.metrics."""
     from vdm.data import SyntheticShapes
 
     restarts = chosen_restarts(restart, demo=model is None)
+    guidance = chosen_guidance(guidance, demo=model is None)
     model, autoguide, weight = model_and_guide(model, "torch", autoguide, autoguide_weight)
     generator = load_generator(model, "torch", "cpu", "auto", {}, autoguide, weight)
     cfg = generator.model_config
     if cfg.in_channels != 3:
         raise VdmError(f"the metric reads RGB videos; this model has {cfg.in_channels} channels")
-    _, plan = generator.check_request(num_videos, num_steps=steps, sampler=sampler, spacing=spacing,
-                                      restarts=restarts)
+    labels = chosen_labels(cfg, class_label, num_videos, seed)
+    _, plan = generator.check_request(num_videos, num_steps=steps, sampler=sampler, guidance=guidance,
+                                      class_label=labels, spacing=spacing, restarts=restarts)
     videos = generator.generate(num_videos, num_steps=steps, sampler=sampler, spacing=spacing, seed=seed,
-                                restarts=restarts)  # (N, 3, T, H, W)
+                                guidance=guidance, class_label=labels, restarts=restarts)  # (N, 3, T, H, W)
     real = SyntheticShapes(cfg.frames, cfg.size, seed=seed).batch(0, num_real) if num_real else videos[:0]
     sheet, reports = frames_sheet(torch.cat([real, videos]).numpy())
     atomic_write_bytes(Path(out), png_bytes(sheet))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_labels, chosen_restarts, class_flags,
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts, class_flags,
                            load_generator, model_and_guide, pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
@@ -32,7 +32,8 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
          num_samples, frames, size, seed, guidance, class_label, out, fps, debug, **backend_options):
     """Generate videos from MODEL (a checkpoint .safetensors or an exported bundle directory).
 
-    Without MODEL, the bundled demo model (bouncing shapes) is used, autoguided by its own guide and
+    Without MODEL, the bundled demo model (bouncing shapes) is used: each video gets the colour
+    label of a synthetic clip (--class) and is sampled with classifier-free guidance (--guidance) and
     restarted once (--restart).
     """
     from vdm.video import write_videos
@@ -40,6 +41,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     check_counts(num_samples=num_samples, frames=frames, size=size, fps=fps)
     options = pop_backend_options(backend, backend_options)
     restarts = chosen_restarts(restart, demo=model is None)
+    guidance = chosen_guidance(guidance, demo=model is None)
     model, autoguide, weight = model_and_guide(model, backend, autoguide, autoguide_weight)
     t0 = time.perf_counter()
     generator = load_generator(model, backend, device, precision, options, autoguide, weight)
@@ -50,7 +52,11 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     class_label = chosen_labels(generator.model_config, class_label, num_samples, seed)
     _, plan = generator.check_request(num_samples, frames, size, size, steps, sampler, guidance, class_label,
                                       spacing, eta, restarts)
-    click.echo(f"sampler: {plan.describe()}")
+    guided = f"; classifier-free guidance {guidance:g}" if guidance != 1 else ""
+    click.echo(f"sampler: {plan.describe()}{guided}")
+    if isinstance(class_label, list):
+        click.echo(f"class labels {class_label} (each video's own, drawn by --seed from the data's mix; --class "
+                   "sets one for all)")
     bar = tqdm(total=plan.num_calls, desc="sampling", unit="step", dynamic_ncols=True)
     step_times: list[float] = []
     last = [time.perf_counter()]
