@@ -17,33 +17,44 @@ from vdm.metrics import score_videos
 from vdm.runtime.generator import VideoGenerator
 from vdm.samplers import parse_restarts
 
-torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-ckpt, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-BATCH = min(n, 32)
-everywhere = sampling.guided_prediction
-gen = VideoGenerator(ckpt, backend="torch", device="cpu", precision="fp32")
-abar = Schedule.from_config(gen.backend.diffusion_config).alphas_cumprod
-snr = abar / (1 - abar)
 
-for spec in sys.argv[4:]:
-    scale, hi = map(float, spec.split(":"))
-    calls = {"guided": 0, "plain": 0}
-
-    def in_interval(backend, x, t, y, guidance):
-        guided = float(snr[int(t[0])]) <= hi
-        calls["guided" if guided else "plain"] += 1
-        return everywhere(backend, x, t, y, guidance if guided else 1.0)
-
-    sampling.guided_prediction = in_interval
+def scored_videos(gen: VideoGenerator, n: int, seed: int, scale: float) -> str:
+    """Score N videos in batches of 32 from seeds seed, seed + 1, ... with guidance `scale` through
+    whatever sampling.guided_prediction is now: 'P/N pass, count C, ...'."""
+    batch = min(n, 32)
     videos = []
-    for b in range(n // BATCH):
-        labels = data_labels(gen.model_config.class_label, BATCH, seed + b)
-        videos.append(gen.generate(BATCH, seed=seed + b, class_label=labels, guidance=scale,
+    for b in range(n // batch):
+        labels = data_labels(gen.model_config.class_label, batch, seed + b)
+        videos.append(gen.generate(batch, seed=seed + b, class_label=labels, guidance=scale,
                                    restarts=parse_restarts(DEMO_RESTARTS)))
     report = score_videos(torch.cat(videos))
     total = len(report.videos)
-    per_batch = {k: v // (n // BATCH) for k, v in calls.items()}
-    print(f"{ckpt} guidance {scale:g} where SNR <= {hi:g} ({per_batch['guided']} guided, {per_batch['plain']} plain "
-          f"calls): {sum(v.passed for v in report.videos)}/{total} pass, "
-          + ", ".join(f"{k} {rate * total:.0f}" for k, rate in report.property_pass_rates.items())
-          + f", colours {report.colors_per_video:.2f}", flush=True)
+    return (f"{sum(v.passed for v in report.videos)}/{total} pass, "
+            + ", ".join(f"{k} {rate * total:.0f}" for k, rate in report.property_pass_rates.items())
+            + f", colours {report.colors_per_video:.2f}")
+
+
+def main(ckpt: str, n: int, seed: int, specs: list[str]) -> None:
+    everywhere = sampling.guided_prediction
+    gen = VideoGenerator(ckpt, backend="torch", device="cpu", precision="fp32")
+    abar = Schedule.from_config(gen.backend.diffusion_config).alphas_cumprod
+    snr = abar / (1 - abar)
+    for spec in specs:
+        scale, hi = map(float, spec.split(":"))
+        calls = {"guided": 0, "plain": 0}
+
+        def in_interval(backend, x, t, y, guidance):
+            guided = float(snr[int(t[0])]) <= hi
+            calls["guided" if guided else "plain"] += 1
+            return everywhere(backend, x, t, y, guidance if guided else 1.0)
+
+        sampling.guided_prediction = in_interval
+        scores = scored_videos(gen, n, seed, scale)
+        per_batch = {k: v // (n // min(n, 32)) for k, v in calls.items()}
+        print(f"{ckpt} guidance {scale:g} where SNR <= {hi:g} ({per_batch['guided']} guided, "
+              f"{per_batch['plain']} plain calls): {scores}", flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
