@@ -6,8 +6,9 @@
 `benchmarks/steps.py` measures how close each deterministic sampler comes to the probability-flow
 ODE's video; this scores the videos themselves against the synthetic data's rules (`vdm.metrics`),
 so stochastic samplers, which solve another equation, compare too. A plan may add restart passes
-(`+SNR:STEPS`, vdm.samplers.Restart). Every plan starts from the same noise (`--seed`). Without CHECKPOINT, the bundled demo, with
-each video's colour label and its guidance. Writes results.json and results.md under
+(`+SNR:STEPS`, vdm.samplers.Restart). Every plan starts from the same noise (`--seed`). Without
+CHECKPOINT, the bundled demo, with each video's colour label and its guidance. Writes results.json
+and results.md under
 --out/NAME (default: benchmarks/results/sampler-quality-<model>-<date>).
 """
 from __future__ import annotations

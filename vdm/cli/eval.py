@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts, class_flags,
-                           load_generator, model_and_guide, pop_backend_options, sampler_flags)
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts,
+                           class_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
                           one_step_videos, passes_by_shape_count)
@@ -100,8 +100,8 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     bouncing shapes: the pass rate of generated videos under vdm.metrics, and the held-out loss.
 
     Without MODEL, the bundled demo model is used, with classifier-free guidance (--guidance) and
-    restarted once (--restart). With autoguidance, the held-out loss is the model's own; the videos are the guided
-    sampler's. --from-snr finishes held-out clips without restarts.
+    restarted once (--restart). With autoguidance, the held-out loss is the model's own; the videos
+    are the guided sampler's. --from-snr finishes held-out clips without restarts.
     """
     from vdm.atomic import atomic_write_text
     from vdm.metrics import score_videos

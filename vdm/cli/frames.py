@@ -17,8 +17,8 @@ import click
 import torch
 
 from vdm.atomic import atomic_write_bytes
-from vdm.cli.flags import (autoguide_flags, chosen_guidance, chosen_labels, chosen_restarts, class_flags, load_generator,
-                           model_and_guide, sampler_flags)
+from vdm.cli.flags import (autoguide_flags, chosen_guidance, chosen_labels, chosen_restarts, class_flags,
+                           load_generator, model_and_guide, sampler_flags)
 from vdm.demo.frames import frames_sheet, png_bytes
 from vdm.errors import VdmError, cli_errors
 

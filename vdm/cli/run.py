@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts, class_flags,
-                           load_generator, model_and_guide, pop_backend_options, sampler_flags)
+from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts,
+                           class_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
 
