@@ -18,16 +18,21 @@ from vdm.runtime.generator import VideoGenerator
 from vdm.samplers import parse_restarts
 
 
-def scored_videos(gen: VideoGenerator, n: int, seed: int, scale: float) -> str:
-    """Score N videos in batches of 32 from seeds seed, seed + 1, ... with guidance `scale` through
-    whatever sampling.guided_prediction is now: 'P/N pass, count C, ...'."""
+def sampled_videos(gen: VideoGenerator, n: int, seed: int, scale: float) -> torch.Tensor:
+    """N videos (N, C, T, H, W) in batches of 32 from seeds seed, seed + 1, ... with guidance `scale`
+    through whatever sampling.guided_prediction is now."""
     batch = min(n, 32)
     videos = []
     for b in range(n // batch):
         labels = data_labels(gen.model_config.class_label, batch, seed + b)
         videos.append(gen.generate(batch, seed=seed + b, class_label=labels, guidance=scale,
                                    restarts=parse_restarts(DEMO_RESTARTS)))
-    report = score_videos(torch.cat(videos))
+    return torch.cat(videos)
+
+
+def scored_videos(gen: VideoGenerator, n: int, seed: int, scale: float) -> str:
+    """sampled_videos, scored: 'P/N pass, count C, ...'."""
+    report = score_videos(sampled_videos(gen, n, seed, scale))
     total = len(report.videos)
     return (f"{sum(v.passed for v in report.videos)}/{total} pass, "
             + ", ".join(f"{k} {rate * total:.0f}" for k, rate in report.property_pass_rates.items())
