@@ -67,8 +67,10 @@ class VideoGenerator:
         for label in labels:
             if not 0 <= label < cfg.num_classes:
                 raise VdmError(f"class {label} out of range: this model has classes 0..{cfg.num_classes - 1}")
+        if guidance != 1.0 and not cfg.conditional:
+            raise VdmError("guidance needs a class-conditional model; this one is unconditional")
         if guidance != 1.0 and class_label is None:
-            raise VdmError("guidance needs a class-conditional model and a class label (--class)")
+            raise VdmError("guidance needs a class label (--class)")
         shape = (num_samples, cfg.in_channels, cfg.frames if num_frames is None else num_frames,
                  cfg.size if height is None else height, cfg.size if width is None else width)
         self.backend.check_shape(network_batch(num_samples, guidance), *shape[2:])

@@ -84,6 +84,16 @@ def test_generate_refuses_a_guidance_that_is_not_finite(conditional_generator):
         conditional_generator.generate(1, num_steps=2, class_label=0, guidance=float("nan"))
 
 
+def test_guidance_on_an_unconditional_model_says_so(generator):
+    with pytest.raises(VdmError, match="guidance needs a class-conditional model; this one is unconditional"):
+        generator.generate(1, num_steps=2, guidance=2.0)
+
+
+def test_guidance_without_a_class_label_asks_for_one(conditional_generator):
+    with pytest.raises(VdmError, match=r"guidance needs a class label \(--class\)"):
+        conditional_generator.generate(1, num_steps=2, guidance=2.0)
+
+
 def test_interpolate_decodes_with_any_sampler(generator):
     a, b = uniform_video((3, 4, 8, 8), seed=1), uniform_video((3, 4, 8, 8), seed=2)
     calls = []
