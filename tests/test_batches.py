@@ -9,7 +9,7 @@ import torch
 
 import vdm.batches
 from vdm.batches import StepBatches, local_batch_size, step_indices
-from vdm.data import PALETTE, SyntheticShapes, VideoFolder
+from vdm.data import PALETTE, SyntheticShapes, VideoFolder, colors_of_shapes_label
 from vdm.distributed import Ranks
 from vdm.errors import VdmError
 from vdm.video import write_mp4
@@ -64,6 +64,17 @@ def test_colors_labels_are_the_bitmask_of_the_clips_palette_colours_minus_one(dr
     _, labels = StepBatches(shapes, 6, ONE, CPU, workers=0, num_classes=63, class_label="colors").get(1)
     expected = [sum(2 ** PALETTE.index(track.color) for track in shapes.tracks(i)) - 1 for i in range(6, 12)]
     assert labels.tolist() == expected and len(set(expected)) > 1
+
+
+def test_shapes_labels_give_each_palette_colour_a_base_3_digit_for_its_shape(draw):
+    shapes = SyntheticShapes(4, 8)
+    _, labels = StepBatches(shapes, 6, ONE, CPU, workers=0, num_classes=728, class_label="shapes").get(1)
+    digit = {"square": 1, "disc": 2}
+    expected = [sum(digit[track.kind] * 3 ** PALETTE.index(track.color) for track in shapes.tracks(i)) - 1
+                for i in range(6, 12)]
+    assert labels.tolist() == expected and len(set(expected)) > 1
+    colors = [sum(2 ** PALETTE.index(track.color) for track in shapes.tracks(i)) - 1 for i in range(6, 12)]
+    assert [colors_of_shapes_label(label) for label in expected] == colors
 
 
 def test_asking_for_another_step_restarts_the_stream_there():

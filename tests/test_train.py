@@ -231,6 +231,22 @@ def test_init_from_an_unconditional_checkpoint_starts_every_class_computing_what
     assert trainer.model.embedding.class_embed.weight.abs().sum() > 0
 
 
+def test_init_from_a_colors_checkpoint_starts_each_shapes_label_computing_what_its_colours_did(
+        tmp_path, save_tiny_checkpoint):
+    colors = save_tiny_checkpoint(tmp_path / "colors.safetensors",
+                                  dataclasses.replace(tiny_model(), num_classes=63, class_label="colors"))
+    trainer = Trainer(tiny_preset(dataclasses.replace(tiny_model(), num_classes=728, class_label="shapes")),
+                      tmp_path / "run", CPU)
+    assert trainer.init_from(colors) == []
+    saved, _, _ = load_model(colors)
+    # red square + blue disc = 1 * 3 ** 0 + 2 * 3 ** 2 - 1; its colours red + blue = 2 ** 0 + 2 ** 2 - 1; then the null classes
+    x, t = torch.randn(2, 3, 4, 8, 8), torch.tensor([5, 900])
+    shapes, colors = torch.tensor([18, 728]), torch.tensor([4, 63])
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.ema.eval()(x, t, shapes), saved(x, t, colors), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(saved(x, t, torch.tensor([5, 63])), saved(x, t, colors))  # the label matters
+
+
 def test_init_from_refuses_a_checkpoint_with_weights_the_model_lacks(tmp_path, save_tiny_checkpoint):
     ckpt = save_tiny_checkpoint(tmp_path / "joint.safetensors", dataclasses.replace(tiny_model(), joint_attention_levels=(1,)))
     with pytest.raises(VdmError, match=r"do not match the model config \(0 missing, \d+ unexpected, e.g. .*joint"):

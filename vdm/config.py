@@ -19,7 +19,7 @@ NormKind = Literal["group", "batch"]
 ScheduleKind = Literal["linear", "cosine"]
 PredictionKind = Literal["epsilon", "v", "x0"]
 LrScheduleKind = Literal["constant", "cosine"]
-ClassLabelKind = Literal["count", "colors"]
+ClassLabelKind = Literal["count", "colors", "shapes"]
 MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
 
 
@@ -47,7 +47,8 @@ class ModelConfig:
     num_groups: int = 8  # GroupNorm groups; channels must divide by it
     num_classes: int = 0  # 0 = unconditional; else class labels 0..num_classes-1 (+ a null class)
     # What a synthetic clip's label says (vdm.data.clip_label): "count", its number of shapes - 1;
-    # "colors", the set of palette colours it holds (a bitmask - 1: 2 ** len(PALETTE) - 1 classes).
+    # "colors", the set of palette colours it holds (a bitmask - 1: 2 ** len(PALETTE) - 1 classes);
+    # "shapes", each palette colour's shape (absent, square or disc: base-3 digits - 1, 3 ** 6 - 1 classes).
     class_label: ClassLabelKind = "count"
     temporal_downsample: bool = False  # halve T between levels too (then T must divide)
     # The network also reads its own previous estimate of the clean video, concatenated to x as

@@ -177,11 +177,12 @@ class SyntheticShapes(ClipDataset):
 # Class labels of synthetic clips, for class-conditional models (ModelConfig.class_label):
 #   count   the number of shapes - 1
 #   colors  the set of palette colours in the clip, as a bitmask over PALETTE, - 1 (never 0 shapes)
+#   shapes  each palette colour's shape in the clip as a base-3 digit (0 absent, 1 square, 2 disc), - 1
 
 
 def label_classes(kind: str, max_shapes: int) -> int:
     """How many classes labels of `kind` need for clips of up to `max_shapes` shapes."""
-    return max_shapes if kind == "count" else 2 ** len(PALETTE) - 1
+    return {"count": max_shapes, "colors": 2 ** len(PALETTE) - 1, "shapes": 3 ** len(PALETTE) - 1}[kind]
 
 
 def colors_label(palette_indices) -> int:
@@ -189,11 +190,28 @@ def colors_label(palette_indices) -> int:
     return sum(1 << int(i) for i in palette_indices) - 1
 
 
+def shape_digit(kind: str) -> int:
+    """A shape kind's base-3 digit in a "shapes" label (0 stands for a colour the clip lacks)."""
+    return 1 + SHAPE_KINDS.index(kind)
+
+
+def shapes_label(palette_indices, kinds) -> int:
+    """The "shapes" label of a clip whose shapes have these PALETTE indices and SHAPE_KINDS."""
+    return sum(shape_digit(kind) * 3 ** int(i) for i, kind in zip(palette_indices, kinds)) - 1
+
+
+def colors_of_shapes_label(label: int) -> int:
+    """The "colors" label of the clips of "shapes" label `label`: its colours without their shapes."""
+    digits = [(label + 1) // 3**i % 3 for i in range(len(PALETTE))]
+    return colors_label(i for i, digit in enumerate(digits) if digit)
+
+
 def clip_label(tracks: list[ShapeTrack], kind: str) -> int:
     """The class label of a clip with these shapes."""
     if kind == "count":
         return len(tracks) - 1
-    return colors_label(PALETTE.index(track.color) for track in tracks)
+    indices = [PALETTE.index(track.color) for track in tracks]
+    return colors_label(indices) if kind == "colors" else shapes_label(indices, [t.kind for t in tracks])
 
 
 def data_labels(kind: str, count: int, seed: int) -> list[int]:
@@ -251,8 +269,12 @@ def scene_labels(scenes: Scenes, kind: str) -> torch.Tensor:
     """(B,) int64: `clip_label` of each clip in `scenes`, on their device."""
     if kind == "count":
         return scenes.count - 1
-    bits = torch.where(scenes.color > 0, 2 ** (scenes.color - 1).clamp(min=0), 0)  # (B, S); 0 = empty slot
-    return bits.sum(dim=1) - 1
+    place = (scenes.color - 1).clamp(min=0)  # (B, S) palette index; empty slots have colour 0
+    if kind == "colors":
+        digits = torch.where(scenes.color > 0, 2**place, 0)
+    else:
+        digits = torch.where(scenes.color > 0, torch.where(scenes.square, 1, 2) * 3**place, 0)
+    return digits.sum(dim=1) - 1
 
 
 def stack_scenes(rows: list[dict[str, np.ndarray]]) -> Scenes:

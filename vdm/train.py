@@ -42,7 +42,7 @@ from vdm.batches import StepBatches, local_batch_size
 from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_checkpoint, save_torch_atomic
 from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
                         load_config_file, to_dict)
-from vdm.data import make_dataset
+from vdm.data import colors_of_shapes_label, label_classes, make_dataset
 from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, implied_v_loss,
                            log_snr_normal_probabilities, palette_colours, palette_loss, q_sample,
                            timesteps_in_snr_range, training_loss, with_estimate)
@@ -185,6 +185,14 @@ def zero_estimate_inputs(conv_in_weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([conv_in_weight, torch.zeros_like(conv_in_weight)], dim=1)
 
 
+def shapes_class_vectors(colors_vectors: torch.Tensor) -> torch.Tensor:
+    """A "colors" model's class vectors (2 ** K, emb_dim; the null class last) -> a "shapes" model's
+    (3 ** K, emb_dim): each label starts from its colours' vector, so the fine-tune starts from what
+    the colours model draws and learns only what the shapes add."""
+    null = len(colors_vectors) - 1
+    return colors_vectors[[colors_of_shapes_label(label) for label in range(label_classes("shapes", 0))] + [null]]
+
+
 class StepStats:
     """The loss and gradient norm summed on the device since the last read, and the first step at
     which either was not finite. Reading them is when training waits for the device."""
@@ -320,7 +328,8 @@ class Trainer:
         Those keep their initialization: a block added since that starts as the identity (the
         attention blocks' zero output projections) leaves the loaded model computing what it did.
         So does self-conditioning added since: the estimate's input channels start at zero weight;
-        and class conditioning added to an unconditional model: every class vector starts at zero.
+        and class conditioning added to an unconditional model: every class vector starts at zero;
+        a "colors" model refined to "shapes" labels: each class starts at its colours' vector.
         """
         state, model_config, diffusion_config, _ = read_checkpoint(path)
         if self.cfg.model.self_condition and not model_config.self_condition:
@@ -328,6 +337,8 @@ class Trainer:
         if self.cfg.model.conditional and not model_config.conditional:
             classes = self.model.state_dict()["embedding.class_embed.weight"]  # (num_classes + 1, emb_dim)
             state = state | {"embedding.class_embed.weight": torch.zeros_like(classes)}
+        elif (model_config.conditional, model_config.class_label, self.cfg.model.class_label) == (True, "colors", "shapes"):
+            state = state | {"embedding.class_embed.weight": shapes_class_vectors(state["embedding.class_embed.weight"])}
         # A new frame-noise correlation is a fine-tune's to learn (Ge et al. adapt a model to it);
         # any other difference changes what the weights predict.
         correlation = self.cfg.diffusion.frame_noise_correlation
