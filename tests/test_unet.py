@@ -337,7 +337,7 @@ def test_bf16_unet_takes_and_returns_float32_close_to_fp32(fp32_and_bf16_unets):
     (dict(joint_attention_levels=(2,)), "attention level 2 does not exist"),
     (dict(motion_align_levels=(2,)), "motion_align_levels: level 2 does not exist"),
     (dict(motion_align_reach=0), "motion_align_reach must be >= 1"),
-    (dict(class_label="shapes"), "class_label must be one of"),
+    (dict(class_label="sizes"), "class_label must be one of"),
     (dict(num_heads=3), "num_heads=3"),
     (dict(num_groups=3), "num_groups=3"),
     (dict(channel_multiples=()), "at least one level"),
