@@ -239,7 +239,8 @@ def test_init_from_a_colors_checkpoint_starts_each_shapes_label_computing_what_i
                       tmp_path / "run", CPU)
     assert trainer.init_from(colors) == []
     saved, _, _ = load_model(colors)
-    # red square + blue disc = 1 * 3 ** 0 + 2 * 3 ** 2 - 1; its colours red + blue = 2 ** 0 + 2 ** 2 - 1; then the null classes
+    # red square + blue disc = 1 * 3 ** 0 + 2 * 3 ** 2 - 1; its colours red + blue = 2 ** 0 + 2 ** 2 - 1;
+    # then the null classes
     x, t = torch.randn(2, 3, 4, 8, 8), torch.tensor([5, 900])
     shapes, colors = torch.tensor([18, 728]), torch.tensor([4, 63])
     with torch.no_grad():

@@ -273,7 +273,8 @@ def scene_labels(scenes: Scenes, kind: str) -> torch.Tensor:
     if kind == "colors":
         digits = torch.where(scenes.color > 0, 2**place, 0)
     else:
-        digits = torch.where(scenes.color > 0, torch.where(scenes.square, 1, 2) * 3**place, 0)
+        shape = torch.where(scenes.square, shape_digit("square"), shape_digit("disc"))  # (B, S)
+        digits = torch.where(scenes.color > 0, shape * 3**place, 0)
     return digits.sum(dim=1) - 1
 
 

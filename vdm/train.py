@@ -337,8 +337,10 @@ class Trainer:
         if self.cfg.model.conditional and not model_config.conditional:
             classes = self.model.state_dict()["embedding.class_embed.weight"]  # (num_classes + 1, emb_dim)
             state = state | {"embedding.class_embed.weight": torch.zeros_like(classes)}
-        elif (model_config.conditional, model_config.class_label, self.cfg.model.class_label) == (True, "colors", "shapes"):
-            state = state | {"embedding.class_embed.weight": shapes_class_vectors(state["embedding.class_embed.weight"])}
+        elif model_config.conditional and (model_config.class_label, self.cfg.model.class_label) == (
+                "colors", "shapes"):
+            vectors = state["embedding.class_embed.weight"]
+            state = state | {"embedding.class_embed.weight": shapes_class_vectors(vectors)}
         # A new frame-noise correlation is a fine-tune's to learn (Ge et al. adapt a model to it);
         # any other difference changes what the weights predict.
         correlation = self.cfg.diffusion.frame_noise_correlation
