@@ -10,8 +10,7 @@ import torch
 import vdm.runtime.sampling as sampling
 
 sys.path.insert(0, os.path.dirname(__file__))
-from extents import describe, measure, sampled_videos  # noqa: E402
-from vdm.metrics import PROPERTIES, score_videos  # noqa: E402
+from extents import sampled_videos, scored  # noqa: E402
 from vdm.runtime.generator import VideoGenerator  # noqa: E402
 
 
@@ -28,12 +27,8 @@ def main(n: int, seed: int, main_ckpt: str, guide_ckpt: str, scales: list[float]
 
     sampling.guided_prediction = crossed
     for scale in scales:
-        videos = sampled_videos(gen, n, seed, scale)
-        report = score_videos(videos)
-        passing = {p: sum(v.properties[p].passed for v in report.videos) for p in PROPERTIES}
-        print(describe(f"{main_ckpt} guided {scale:g} against {guide_ckpt}'s null class: "
-                       f"{sum(v.passed for v in report.videos)}/{n} pass; "
-                       + ", ".join(f"{p} {k}" for p, k in passing.items()), measure(videos)), flush=True)
+        print(scored(f"{main_ckpt} guided {scale:g} against {guide_ckpt}'s null class",
+                     sampled_videos(gen, n, seed, scale)), flush=True)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,14 @@ def describe(name: str, found: dict) -> str:
             + f"faster axis {found['fast']:.2f}, slower axis {found['slow']:.2f}")
 
 
+def scored(name: str, videos: torch.Tensor) -> str:
+    """describe() of the videos, after a line of what vdm.metrics passes."""
+    report = score_videos(videos)
+    passing = {p: sum(v.properties[p].passed for v in report.videos) for p in PROPERTIES}
+    return describe(f"{name}: {sum(v.passed for v in report.videos)}/{len(videos)} pass; "
+                    + ", ".join(f"{p} {k}" for p, k in passing.items()), measure(videos))
+
+
 def main(n: int, seed: int, checkpoints: list[str]) -> None:
     clips = one_shape_clips(seed)
     print(describe(f"{n} one-shape clips of the data (seed {seed})",
@@ -113,11 +121,7 @@ def main(n: int, seed: int, checkpoints: list[str]) -> None:
     for spec in checkpoints:
         ckpt, _, scale = spec.partition(":")
         gen = VideoGenerator(ckpt, backend="torch", device="cpu", precision="fp32")
-        videos = sampled_videos(gen, n, seed, float(scale or DEMO_GUIDANCE))
-        report = score_videos(videos)
-        passing = {p: sum(v.properties[p].passed for v in report.videos) for p in PROPERTIES}
-        print(describe(f"{spec}: {sum(v.passed for v in report.videos)}/{n} pass; "
-                       + ", ".join(f"{p} {k}" for p, k in passing.items()), measure(videos)), flush=True)
+        print(scored(spec, sampled_videos(gen, n, seed, float(scale or DEMO_GUIDANCE))), flush=True)
 
 
 if __name__ == "__main__":
