@@ -82,12 +82,13 @@ def measure(videos: torch.Tensor) -> dict:
         trace = traces[0]
         faults += frame_faults(trace)
         clear = trace.clear
-        sides = trace.sides[clear]  # (F, 2) height, width
-        skews.update(np.minimum(np.abs(sides[:, 0] - sides[:, 1]), 4).astype(int).tolist())
-        for t in np.flatnonzero(clear & (np.abs(trace.sides[:, 0] - trace.sides[:, 1]) > ASPECT_TOL)):
+        skew = np.abs(trace.sides[:, 0] - trace.sides[:, 1])  # (T,) |height - width|; NaN where absent
+        skews.update(np.minimum(skew[clear], 4).astype(int).tolist())
+        for t in np.flatnonzero(clear & (skew > ASPECT_TOL)):
             cores["ragged edges" if core_is_square(labels[t] == trace.color) else "a rectangle"] += 1
         if clear.sum() < 3:
             continue
+        sides = trace.sides[clear]  # (F, 2) height, width
         speed = np.abs(np.diff(trace.centroids[clear], axis=0)).mean(0)  # (2,) px per clear frame, y and x
         deviation = np.abs(sides - np.median(sides, 0)).mean(0)  # (2,)
         fast.append(deviation[speed.argmax()])
