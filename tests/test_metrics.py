@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from vdm.metrics import (
     fit_bounce,
     label_pixels,
     measure_mask,
+    pass_rate_interval,
     score_videos,
     triangle_wave,
 )
@@ -322,6 +324,17 @@ def test_the_held_out_checks_give_a_conditional_model_each_clips_own_label():
     assert backend.labels == [None]  # an unconditional model gets none
 
 
+def test_pass_rate_interval_is_wilsons():
+    assert pass_rate_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # the textbook 0-of-10 case
+    for passed, total in [(34, 128), (1, 3), (75, 256), (127, 128)]:
+        rate = passed / total
+        low, high = pass_rate_interval(passed, total)
+        assert 0 <= low < rate < high <= 1
+        for bound in (low, high):  # Wilson's bounds: |rate - p| = 1.96 * sqrt(p (1 - p) / n)
+            assert abs(rate - bound) == pytest.approx(1.96 * math.sqrt(bound * (1 - bound) / total))
+    assert pass_rate_interval(0, 0) == (0.0, 1.0)  # no videos: nothing is ruled out
+
+
 def test_passes_by_shape_count_tallies_passing_and_total_videos_per_count():
     table = passes_by_shape_count([True, False, True, True, False], [1, 3, 1, 2, 3])
     assert table == {1: (2, 2), 2: (1, 1), 3: (0, 2)} and list(table) == [1, 2, 3]
@@ -334,10 +347,11 @@ def test_vdm_eval_prints_the_report_and_writes_json(random_checkpoint, tmp_path)
     result = CliRunner().invoke(main, [str(random_checkpoint), "--device", "cpu", "--num-samples", "2",
                                        "--steps", "2", "--loss-batches", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    for line in ("pass rate 0.000 (0/2 videos)", "held-out loss", *PROPERTIES):
+    for line in ("pass rate 0.000 (0/2 videos; 95 % interval 0.000-0.658)", "held-out loss", *PROPERTIES):
         assert line in result.output
     report = json.loads(out.read_text())
     assert report["pass_rate"] == 0.0 and len(report["videos"]) == 2
+    assert report["pass_rate_interval"] == pytest.approx([0.0, 0.6576], abs=1e-4)
     assert report["video_shape"] == [3, 4, 16, 16] and report["steps"] == 2
     assert set(report["property_scores"]) == set(PROPERTIES)
     assert report["held_out_loss"] > 0 and set(report["seconds"]) == {"load", "sample", "score", "loss", "one_step"}

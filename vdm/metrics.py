@@ -98,6 +98,19 @@ class VideoReport:
                 "properties": {name: vars(p) for name, p in self.properties.items()}}
 
 
+def pass_rate_interval(passed: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for z = 1.96) of a pass rate of `passed` of `total` videos: what
+    rates the count is consistent with. At 128 videos it spans 15-17 points: two models whose pass
+    counts there differ by a few videos are not ranked by them."""
+    if total == 0:
+        return 0.0, 1.0
+    rate = passed / total
+    centre = rate + z * z / (2 * total)
+    spread = z * math.sqrt(rate * (1 - rate) / total + z * z / (4 * total * total))
+    scale = 1 + z * z / total
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+
+
 @dataclass
 class QualityReport:
     """Scores of a batch of videos: pass rate, per-property means, per-video details."""
@@ -120,14 +133,18 @@ class QualityReport:
     def summary(self) -> str:
         passed = sum(v.passed for v in self.videos)
         low, high = SHAPE_COUNT_RANGE
-        lines = [f"pass rate {self.pass_rate:.3f} ({passed}/{len(self.videos)} videos)"]
+        lo, hi = pass_rate_interval(passed, len(self.videos))
+        lines = [f"pass rate {self.pass_rate:.3f} ({passed}/{len(self.videos)} videos; 95 % interval "
+                 f"{lo:.3f}-{hi:.3f})"]
         for p in PROPERTIES:
             lines.append(f"  {p:<7} score {self.property_scores[p]:.3f}  pass {self.property_pass_rates[p]:.3f}")
         lines.append(f"colours found per video {self.colors_per_video:.2f} (the data has {low}-{high})")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"pass_rate": self.pass_rate, "property_scores": self.property_scores,
+        passed = sum(v.passed for v in self.videos)
+        return {"pass_rate": self.pass_rate, "pass_rate_interval": list(pass_rate_interval(passed, len(self.videos))),
+                "property_scores": self.property_scores,
                 "property_pass_rates": self.property_pass_rates, "colors_per_video": self.colors_per_video,
                 "videos": [v.to_dict() for v in self.videos]}
 
