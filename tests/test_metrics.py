@@ -31,9 +31,9 @@ from vdm.metrics import (
     fit_bounce,
     label_pixels,
     measure_mask,
-    pass_rate_interval,
     score_videos,
     triangle_wave,
+    wilson_interval,
 )
 from vdm.runtime.torch_backend import TorchBackend
 from vdm.unet import Unet3D
@@ -324,15 +324,15 @@ def test_the_held_out_checks_give_a_conditional_model_each_clips_own_label():
     assert backend.labels == [None]  # an unconditional model gets none
 
 
-def test_pass_rate_interval_is_wilsons():
-    assert pass_rate_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # the textbook 0-of-10 case
+def test_wilson_interval_bounds_the_rates_a_count_is_consistent_with():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # the textbook 0-of-10 case
     for passed, total in [(34, 128), (1, 3), (75, 256), (127, 128)]:
         rate = passed / total
-        low, high = pass_rate_interval(passed, total)
+        low, high = wilson_interval(passed, total)
         assert 0 <= low < rate < high <= 1
         for bound in (low, high):  # Wilson's bounds: |rate - p| = 1.96 * sqrt(p (1 - p) / n)
             assert abs(rate - bound) == pytest.approx(1.96 * math.sqrt(bound * (1 - bound) / total))
-    assert pass_rate_interval(0, 0) == (0.0, 1.0)  # no videos: nothing is ruled out
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # no videos: nothing is ruled out
 
 
 def test_passes_by_shape_count_tallies_passing_and_total_videos_per_count():

@@ -98,9 +98,9 @@ class VideoReport:
                 "properties": {name: vars(p) for name, p in self.properties.items()}}
 
 
-def pass_rate_interval(passed: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95 % for z = 1.96) of a pass rate of `passed` of `total` videos: what
-    rates the count is consistent with. At 128 videos it spans 15-17 points: two models whose pass
+def wilson_interval(passed: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for z = 1.96) of a rate of `passed` in `total`: the rates the count
+    is consistent with. For a pass rate of 128 videos it spans 15-17 points: two models whose pass
     counts there differ by a few videos are not ranked by them."""
     if total == 0:
         return 0.0, 1.0
@@ -117,6 +117,7 @@ class QualityReport:
 
     videos: list[VideoReport]
     pass_rate: float = field(init=False)  # fraction of videos that pass every property
+    pass_rate_interval: tuple[float, float] = field(init=False)  # its 95 % Wilson interval
     property_scores: dict[str, float] = field(init=False)  # property -> mean score over videos
     property_pass_rates: dict[str, float] = field(init=False)  # property -> fraction of videos passing it
     # Mean palette colours found per video. The data has 1-3 and a shape keeps its colour, so more
@@ -126,6 +127,7 @@ class QualityReport:
     def __post_init__(self):
         n = max(len(self.videos), 1)
         self.pass_rate = sum(v.passed for v in self.videos) / n
+        self.pass_rate_interval = wilson_interval(sum(v.passed for v in self.videos), len(self.videos))
         self.property_scores = {p: sum(v.properties[p].score for v in self.videos) / n for p in PROPERTIES}
         self.property_pass_rates = {p: sum(v.properties[p].passed for v in self.videos) / n for p in PROPERTIES}
         self.colors_per_video = sum(len(v.colors) for v in self.videos) / n
@@ -133,19 +135,18 @@ class QualityReport:
     def summary(self) -> str:
         passed = sum(v.passed for v in self.videos)
         low, high = SHAPE_COUNT_RANGE
-        lo, hi = pass_rate_interval(passed, len(self.videos))
+        interval_low, interval_high = self.pass_rate_interval
         lines = [f"pass rate {self.pass_rate:.3f} ({passed}/{len(self.videos)} videos; 95 % interval "
-                 f"{lo:.3f}-{hi:.3f})"]
+                 f"{interval_low:.3f}-{interval_high:.3f})"]
         for p in PROPERTIES:
             lines.append(f"  {p:<7} score {self.property_scores[p]:.3f}  pass {self.property_pass_rates[p]:.3f}")
         lines.append(f"colours found per video {self.colors_per_video:.2f} (the data has {low}-{high})")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        passed = sum(v.passed for v in self.videos)
-        return {"pass_rate": self.pass_rate, "pass_rate_interval": list(pass_rate_interval(passed, len(self.videos))),
-                "property_scores": self.property_scores,
-                "property_pass_rates": self.property_pass_rates, "colors_per_video": self.colors_per_video,
+        return {"pass_rate": self.pass_rate, "pass_rate_interval": list(self.pass_rate_interval),
+                "property_scores": self.property_scores, "property_pass_rates": self.property_pass_rates,
+                "colors_per_video": self.colors_per_video,
                 "videos": [v.to_dict() for v in self.videos]}
 
 
