@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts,
-                           class_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags)
+                           class_flags, guidance_note, load_generator, model_and_guide, pop_backend_options,
+                           sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.evaluate import (HELD_OUT_SEED, LOSS_BATCH_SIZE, finished_videos, held_out_loss, held_out_shape_counts,
                           one_step_videos, passes_by_shape_count)
@@ -126,7 +127,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
                                 guidance=guidance, class_label=labels, restarts=restarts)  # (N, C, T, H, W)
     synchronize(generator.device)
     seconds["sample"] = time.perf_counter() - start
-    guided = f", classifier-free guidance {guidance:g}" if guidance != 1 else ""
+    guided = guidance_note(guidance, ", ")
     click.echo(f"sampled {num_samples} videos {tuple(videos.shape[1:])} ({plan.describe()}, seed {seed}{guided}) "
                f"in {seconds['sample']:.2f} s")
 

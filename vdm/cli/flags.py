@@ -91,6 +91,11 @@ def chosen_guidance(guidance: float | None, demo: bool) -> float:
     return guidance
 
 
+def guidance_note(guidance: float, separator: str) -> str:
+    """What the sampler line says of classifier-free guidance: nothing when it is off (scale 1)."""
+    return f"{separator}classifier-free guidance {guidance:g}" if guidance != 1 else ""
+
+
 def chosen_labels(model_config, class_label: int | None, num_samples: int, seed: int) -> int | list[int] | None:
     """--class for every video; without it, a class-conditional model's videos each get the label of a
     synthetic clip (vdm.data.data_labels), so they follow the data's mix; an unconditional model none."""

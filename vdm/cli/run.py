@@ -8,7 +8,8 @@ import click
 from tqdm import tqdm
 
 from vdm.cli.flags import (autoguide_flags, backend_flags, chosen_guidance, chosen_labels, chosen_restarts,
-                           class_flags, load_generator, model_and_guide, pop_backend_options, sampler_flags)
+                           class_flags, guidance_note, load_generator, model_and_guide, pop_backend_options,
+                           sampler_flags)
 from vdm.errors import VdmError, cli_errors
 from vdm.runtime.backend import synchronize
 
@@ -52,7 +53,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
     class_label = chosen_labels(generator.model_config, class_label, num_samples, seed)
     _, plan = generator.check_request(num_samples, frames, size, size, steps, sampler, guidance, class_label,
                                       spacing, eta, restarts)
-    guided = f"; classifier-free guidance {guidance:g}" if guidance != 1 else ""
+    guided = guidance_note(guidance, "; ")
     click.echo(f"sampler: {plan.describe()}{guided}")
     if isinstance(class_label, list):
         click.echo(f"class labels {class_label} (each video's own, drawn by --seed from the data's mix; --class "
