@@ -126,8 +126,9 @@ class QualityReport:
 
     def __post_init__(self):
         n = max(len(self.videos), 1)
-        self.pass_rate = sum(v.passed for v in self.videos) / n
-        self.pass_rate_interval = wilson_interval(sum(v.passed for v in self.videos), len(self.videos))
+        passed = sum(v.passed for v in self.videos)
+        self.pass_rate = passed / n
+        self.pass_rate_interval = wilson_interval(passed, len(self.videos))
         self.property_scores = {p: sum(v.properties[p].score for v in self.videos) / n for p in PROPERTIES}
         self.property_pass_rates = {p: sum(v.properties[p].passed for v in self.videos) / n for p in PROPERTIES}
         self.colors_per_video = sum(len(v.colors) for v in self.videos) / n

@@ -11,7 +11,7 @@ import numpy as np
 
 import vdm.batches
 import vdm.train
-from vdm.data import SyntheticShapes, clip_label
+from vdm.data import SyntheticShapes
 
 EXTRA = float(os.environ.get("EXTRA", "0.5"))
 NULL_SHARE_OF_MIX = vdm.train.LABEL_DROPOUT / (1 - EXTRA)
@@ -37,10 +37,10 @@ class MixNullLabels(vdm.batches.LabelledClips):
     """(clip, label): the null class for NULL_SHARE_OF_MIX of the data's-mix clips, never for extra ones."""
 
     def __getitem__(self, index: int):
-        clip, tracks = self.shapes.clip_with_meta(index)
+        clip, label = super().__getitem__(index)
         null = (not self.shapes.is_extra(index)
                 and np.random.default_rng([self.shapes.seed, index, 2]).random() < NULL_SHARE_OF_MIX)
-        return clip, (NULL_CLASS if null else clip_label(tracks, self.kind))
+        return clip, (NULL_CLASS if null else label)
 
 
 def one_shape_heavy(data: str, frames: int, size: int, frame_stride: int = 1, seed: int = 0) -> OneShapeHeavy:
