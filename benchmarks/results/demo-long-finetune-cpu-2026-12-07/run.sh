@@ -20,7 +20,7 @@ cp runs/L6/metrics.jsonl $R/L6-metrics.jsonl
 python $S/demo-shapes-cpu-2026-12-07/by_count.py 256 100 runs/l6-6000.safetensors runs/l6-4000.safetensors \
     runs/l6-2000.safetensors > $R/by-count-seed100-256.txt
 # 3. B64: the demo's second command with the same clips at four times the batch (four micro-batches of
-#    16: one batch of 64 took 5.1 s a step here, four of 16 3.2 s), lr x sqrt(4), EMA 0.998^4
+#    16: one batch of 64 took about 5.1 s a step here, four of 16 3.1 s), lr x sqrt(4), EMA 0.998^4
 vdm-train --preset tiny --config main/vdm/demo/demo.toml --init-from runs/cs13000.safetensors \
     --steps 500 --batch-size 64 --grad-accum 4 --lr 4e-4 --ema-decay 0.992 --lr-schedule cosine --min-snr-gamma 5 \
     --seed 1 --sample-every 0 --out runs/B64
