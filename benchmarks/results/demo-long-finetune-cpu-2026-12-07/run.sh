@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Every run behind results.md, in the order they ran (2 threads each, one at a time), from the directory
 # that holds runs/ and this checkout as main/. runs/cs13000.safetensors is the demo's first stage (step
-# 13000 of run CS, ../demo-colors-13000-cpu-2026-12-07); runs/csm2000.safetensors is the shipped demo
-# in float32 (its 2000-step fine-tune, ../demo-colors-finetune-cpu-2026-12-07).
+# 13000 of run CS, ../demo-colors-13000-cpu-2026-12-07), which the shipped demo was fine-tuned from.
 set -euo pipefail
 R=main/benchmarks/results/demo-long-finetune-cpu-2026-12-07
 S=main/benchmarks/results
 export OMP_NUM_THREADS=2
 # 1. L6: the demo's second command (lr 2e-4 cosine, Min-SNR-γ 5, EMA 0.998, seed 1) three times as long,
-#    6000 steps instead of 2000; the only difference from the shipped demo's run is --steps. The
-#    checkpoints at steps 2000 and 4000 were copied while it ran (not the shipped demo's: the cosine
-#    schedule there is still at 1.7e-4 and 1e-4).
+#    6000 steps instead of 2000; the only difference from the shipped demo's run is --steps. While it
+#    ran, a loop copied runs/L6/checkpoints/latest.safetensors to runs/l6-2000.safetensors and
+#    runs/l6-4000.safetensors once those steps' checkpoints were written (the checkpoint records its
+#    step). They are not the shipped demo's run: the lr there is still 1.5e-4 and 5e-5.
 vdm-train --preset tiny --config main/vdm/demo/demo.toml --init-from runs/cs13000.safetensors \
     --steps 6000 --batch-size 16 --lr 2e-4 --ema-decay 0.998 --lr-schedule cosine --min-snr-gamma 5 --seed 1 \
     --sample-every 0 --out runs/L6
