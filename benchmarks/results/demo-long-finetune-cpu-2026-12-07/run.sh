@@ -35,3 +35,6 @@ done > $R/held-out-loss.txt
 # 5. One-shape videos and their boxes (64, as ../demo-extents-cpu-2026-12-07 measured the demo: 12 of 64)
 python $S/demo-extents-cpu-2026-12-07/extents.py 64 100 runs/l6-6000.safetensors runs/b64-500.safetensors \
     > $R/extents-seed100-64.txt
+# 6. The 95 % intervals in results.md, from the pass counts in by-count-seed100-256.txt
+python -c "from vdm.metrics import wilson_interval as w
+for k in (75, 70, 66, 65): print(k, '%.3f-%.3f' % w(k, 256))"
