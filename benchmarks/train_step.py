@@ -1,15 +1,16 @@
-"""How fast does vdm's Trainer train, per device, process count, thread count and memory layout?
+"""How fast does vdm's Trainer train, per device, process count, thread count, memory layout and precision?
 
-    python benchmarks/train_step.py [--preset tiny] [--batch-size N] [--device cpu|cuda]
-        [--world-sizes 1,2] [--threads 1,2] [--layouts auto|contiguous,channels_last_3d] [--workers N]
-        [--compile] [--steps 5] [--repeats 5] [--warmup 3] [--baseline DIR [--baseline-label LABEL]]
+    python benchmarks/train_step.py [--preset tiny] [--config TOML] [--batch-size N] [--device cpu|cuda]
+        [--world-sizes 1,2] [--threads 1,2] [--layouts auto|contiguous,channels_last_3d]
+        [--precisions auto|fp32,bf16] [--workers N] [--compile] [--steps 5] [--repeats 5] [--warmup 3] [--baseline DIR [--baseline-label LABEL]]
         [--name NAME] [--out benchmarks/results]
 
 Each row runs `Trainer.train_step()` (data, noise, forward, backward, all-reduce, clipping, AdamW,
 EMA) in fresh processes: one, or N started by torchrun (`python -m torch.distributed.run
 --standalone`), gloo on the CPU and NCCL on CUDA, the batch split over them. After --warmup steps it
 times --repeats blocks of --steps steps (the device synchronized at the end of each block) and
-reports the median block:
+reports the median block (ONEDNN_MAX_CPU_ISA, when set, caps the instruction sets oneDNN uses, and
+is reported):
   steps/s    optimizer steps per second; clips/s = steps/s x the global batch
   TFLOP/s    forward + backward FLOPs of the global batch per step (torch.utils.flop_counter on the
              fp32 model, counted on the meta device) x steps/s
@@ -86,13 +87,16 @@ def draw_times(trainer, device: torch.device, step: int) -> dict:
 
 
 def bench_preset(spec: dict):
-    """The preset to time: --preset at --batch-size, nothing saved or sampled; fields an older tree lacks are left out."""
-    from vdm.config import Preset, TrainConfig, get_preset
+    """The preset to time: --preset (overlaid by --config) at --batch-size, nothing saved or sampled;
+    fields an older tree lacks are left out."""
+    from vdm.config import Preset, TrainConfig, get_preset, load_config_file
 
     base = get_preset(spec["preset"])
+    if spec["config"]:
+        base = load_config_file(spec["config"], base)
     wanted = dict(batch_size=spec["batch_size"] or base.train.batch_size, steps=10**9, sample_every=0,
                   warmup_steps=1, workers=spec["workers"], compile=spec["compile"],
-                  memory_format=spec["layout"])
+                  memory_format=spec["layout"], precision=spec["precision"])
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     dropped = {k: v for k, v in wanted.items() if k not in known and v not in (None, False, "auto")}
     if dropped:
@@ -153,6 +157,7 @@ def time_steps(trainer, spec: dict, device: torch.device) -> dict:
         blocks.append(time.perf_counter() - begin)
     result = {"block_s": blocks, "threads_per_process": torch.get_num_threads(),
               "memory_format": str(trainer.memory_format).removeprefix("torch."),
+              "precision": getattr(trainer, "precision", "fp32" if device.type == "cpu" else "bf16"),
               "vdm_source": str(Path(sys.modules["vdm"].__file__).parent.parent)}
     if waited is not None:
         result["data_wait_ms"] = 1e3 * (trainer.data_seconds - waited) / (spec["repeats"] * spec["steps"])
@@ -166,14 +171,14 @@ def time_steps(trainer, spec: dict, device: torch.device) -> dict:
 # ------------------------------------------------------------------------------ the orchestrator
 
 
-def train_flops_per_clip(preset: str) -> float:
+def train_flops_per_clip(preset: str, config: str | None) -> float:
     """FLOPs of one forward + backward of one clip (mean-square loss), counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vdm.config import get_preset
+    from vdm.config import get_preset, load_config_file
     from vdm.unet import Unet3D
 
-    cfg = get_preset(preset).model
+    cfg = (load_config_file(config, get_preset(preset)) if config else get_preset(preset)).model
     with torch.device("meta"):
         model = Unet3D(cfg)
         x = torch.zeros(1, cfg.network_channels, cfg.frames, cfg.size, cfg.size)  # (B, C, T, H, W)
@@ -209,17 +214,18 @@ def row_numbers(result: dict, spec: dict, flops_per_clip: float, global_batch: i
 
 
 def plan(args) -> list[dict]:
-    """The rows: per thread count, the baseline (if any) first, then this tree per world size and layout."""
+    """The rows: per thread count, the baseline (if any) first, then this tree per world size, layout and precision."""
     cores = len(os.sched_getaffinity(0))
     rows = []
     for threads in args.threads:
         if args.baseline:
-            rows.append(dict(code=args.baseline_label, world_size=1, threads=threads, layout="auto"))
+            rows.append(dict(code=args.baseline_label, world_size=1, threads=threads, layout="auto", precision="auto"))
         for world in args.world_sizes:
             if args.device == "cpu" and threads and threads * world > cores:
                 print(f"skipped: {world} process(es) x {threads} thread(s) > {cores} cores", flush=True)
                 continue
-            rows += [dict(code="this tree", world_size=world, threads=threads, layout=layout) for layout in args.layouts]
+            rows += [dict(code="this tree", world_size=world, threads=threads, layout=layout, precision=precision)
+                     for layout in args.layouts for precision in args.precisions]
     return rows
 
 
@@ -235,21 +241,23 @@ def markdown(report: dict) -> str:
              f"- date: {report['date']}; command: `{report['command']}`",
              f"- machine: {m['cpu']}, {m['usable_cores']} usable cores; CPU flags: "
              + ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in m["cpu_flags"].items())
+             + (f"; oneDNN capped at {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "")
              + f"; GPU: {m['gpu'] or 'none'}; load average at start {m['load_average_at_start']}",
              "- software: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
-             f"- preset {s['preset']}, global batch {report['global_batch']}, device {s['device']}; "
+             f"- preset {s['preset']}" + (f" with {s['config']}" if s.get("config") else "") + f", global batch {report['global_batch']}, device {s['device']}; "
              f"{fmt(report['train_gflop_per_clip'], 4)} GFLOP per clip (forward + backward); median of "
              f"{s['repeats']} blocks of {s['steps']} steps after {s['warmup']} warm-up steps", "",
-             "| code | processes | threads/process | layout | workers | steps/s | clips/s | ms/step | TFLOP/s "
-             "| data wait ms/step | draw numpy ms | draw torch ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| code | processes | threads/process | layout | precision | workers | steps/s | clips/s | ms/step "
+             "| TFLOP/s | data wait ms/step | draw numpy ms | draw torch ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['code']} | {r['world_size']} | {r['threads'] or '-'} | {r['layout']} | | "
+            lines.append(f"| {r['code']} | {r['world_size']} | {r['threads'] or '-'} | {r['layout']} | "
+                         f"{r.get('precision', 'auto')} | | "
                          f"{r['status']}: {r['error'].splitlines()[0]} | | | | | | |")
             continue
         lines.append(f"| {r['code']} | {r['world_size']} | {r['threads_per_process']} | {r['memory_format']} | "
-                     f"{fmt(r.get('workers'))} | {fmt(r['steps_per_s'])} | {fmt(r['clips_per_s'])} | "
+                     f"{r.get('precision', '-')} | {fmt(r.get('workers'))} | {fmt(r['steps_per_s'])} | {fmt(r['clips_per_s'])} | "
                      f"{fmt(r['ms_per_step'])} | {fmt(r['tflops'])} | {fmt(r.get('data_wait_ms'))} | "
                      f"{fmt(r.get('draw_numpy_ms'))} | {fmt(r.get('draw_torch_ms'))} |")
     lines += ["", "data wait: host time a step waited for its batch (the trainer's counter); draw: one "
@@ -260,23 +268,30 @@ def markdown(report: dict) -> str:
 
 
 def headlines(rows: list[dict], baseline_label: str | None) -> list[str]:
-    """Per thread count and layout: this tree vs the baseline (one process each), and N processes vs one."""
+    """Per thread count, layout and precision: this tree vs the baseline (one process each), N processes
+    vs one; and bf16 vs fp32 at the same processes, threads and layout."""
     ok = [r for r in rows if r["status"] == "ok"]
     out = []
     for r in ok:
         if r["code"] != "this tree":
             continue
         same = [o for o in ok if o["threads"] == r["threads"] and o["memory_format"] == r["memory_format"]
-                and o["world_size"] == 1]
+                and o["world_size"] == 1 and o["precision"] == r["precision"]]
         base = next((o for o in same if o["code"] == baseline_label), None)
         one = next((o for o in same if o["code"] == "this tree"), None)
-        setting = f"{r['threads_per_process']} thread(s), {r['memory_format']}"
+        fp32 = next((o for o in ok if o["code"] == "this tree" and o["precision"] == "fp32"
+                     and all(o[k] == r[k] for k in ("threads", "memory_format", "world_size"))), None)
+        setting = f"{r['threads_per_process']} thread(s), {r['memory_format']}, {r['precision']}"
         if r["world_size"] == 1 and base:
             out.append(f"{setting}, 1 process: {fmt(r['steps_per_s'])} steps/s vs {fmt(base['steps_per_s'])} "
                        f"for {baseline_label} ({r['steps_per_s'] / base['steps_per_s']:.2f}x)")
         elif r["world_size"] > 1 and one:
             out.append(f"{setting}, {r['world_size']} processes: {fmt(r['steps_per_s'])} steps/s "
                        f"({r['steps_per_s'] / one['steps_per_s']:.2f}x one process)")
+        if r["precision"] == "bf16" and fp32:
+            out.append(f"{setting}, {r['world_size']} process(es): {fmt(r['ms_per_step'])} ms/step vs "
+                       f"{fmt(fp32['ms_per_step'])} in fp32 ({fp32['ms_per_step'] / r['ms_per_step']:.2f}x the "
+                       f"steps/s)")
     return out
 
 
@@ -287,6 +302,7 @@ def machine_info(device: str) -> dict:
     return {"cpu": cpu_model(), "cpu_flags": {f: f in flags for f in CPU_FLAGS},
             "usable_cores": len(os.sched_getaffinity(0)),
             "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
             "gpu": torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else None}
 
 
@@ -294,12 +310,15 @@ def parser() -> argparse.ArgumentParser:
     ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
+    p.add_argument("--config", help="TOML/JSON overlaid on the preset, as vdm-train --config (e.g. vdm/demo/demo.toml)")
     p.add_argument("--batch-size", type=int, help="global batch (default: the preset's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--world-sizes", type=ints, default=[1, 2], help="processes per row, e.g. 1,2")
     p.add_argument("--threads", type=ints, default=[0], help="torch threads per process, e.g. 1,2 (0: torch's default)")
     p.add_argument("--layouts", default=["auto"], type=lambda t: t.split(","),
                    help="auto, contiguous, channels_last_3d (comma-separated)")
+    p.add_argument("--precisions", default=["auto"], type=lambda t: t.split(","),
+                   help="auto, fp32, bf16 (comma-separated): the trainer's --precision")
     p.add_argument("--workers", type=int, help="data loader workers per process (default: the trainer's per device)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (warm-up includes compiling)")
     p.add_argument("--steps", type=int, default=5, help="steps per timed block")
@@ -327,19 +346,19 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     name = args.name or f"train-step-{args.device}-{started.date()}"
     global_batch = args.batch_size or get_preset(args.preset).train.batch_size
-    flops = train_flops_per_clip(args.preset)
+    flops = train_flops_per_clip(args.preset, args.config)
     machine = machine_info(args.device)
     print(f"{machine['cpu']}; GPU {machine['gpu'] or 'none'}; preset {args.preset}, batch {global_batch}, "
           f"{flops / 1e9:.3g} GFLOP per clip (forward + backward)", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="vdm-train-step-") as tmp:
         for i, row in enumerate(plan(args)):
-            spec = dict(preset=args.preset, batch_size=global_batch, device=args.device, threads=row["threads"],
-                        layout=row["layout"], workers=args.workers, compile=args.compile, steps=args.steps,
+            spec = dict(preset=args.preset, config=args.config, batch_size=global_batch, device=args.device,
+                        threads=row["threads"], layout=row["layout"], precision=row["precision"], workers=args.workers, compile=args.compile, steps=args.steps,
                         repeats=args.repeats, warmup=args.warmup, result=str(Path(tmp) / f"row{i}.json"))
             pythonpath = args.baseline if row["code"] == args.baseline_label and args.baseline else None
             print(f"[{i + 1}] {row['code']}: {row['world_size']} process(es), threads {row['threads'] or 'default'}, "
-                  f"layout {row['layout']}", flush=True)
+                  f"layout {row['layout']}, precision {row['precision']}", flush=True)
             try:
                 result = run_row(spec, row["world_size"], pythonpath)
                 rows.append(row | {"status": "ok"} | result

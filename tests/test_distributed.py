@@ -83,8 +83,9 @@ def spawn_run(argv: list[str], report: Path) -> list[dict]:
 
 
 def cli_args(config: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """fp32: one process and two sum a batch's gradients in different orders, which bf16 would round apart."""
     return ["--config", str(config), "--steps", str(steps), "--batch-size", "4", "--sample-every", "0",
-            "--out", str(out), "--device", "cpu", *extra]
+            "--out", str(out), "--device", "cpu", "--precision", "fp32", *extra]
 
 
 def assert_states_equal(a: dict, b: dict) -> None:

@@ -21,6 +21,7 @@ PredictionKind = Literal["epsilon", "v", "x0"]
 LrScheduleKind = Literal["constant", "cosine"]
 ClassLabelKind = Literal["count", "colors", "shapes"]
 MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
+PrecisionKind = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass
@@ -223,6 +224,7 @@ class TrainConfig:
     workers: int | None = None  # DataLoader processes per training process; None: per device (vdm.train.AUTO_WORKERS)
     compile: bool = False  # torch.compile the network (the first steps compile: minutes)
     memory_format: MemoryFormatKind = "auto"  # activation layout; auto: per device (vdm.train.AUTO_MEMORY_FORMAT)
+    precision: PrecisionKind = "auto"  # bf16 autocast or fp32; auto: per device and CPU (vdm.train.training_precision)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "sample_steps",
@@ -238,6 +240,8 @@ class TrainConfig:
         if self.memory_format not in get_args(MemoryFormatKind):
             raise VdmError(f"memory_format must be one of {', '.join(get_args(MemoryFormatKind))}, "
                            f"got {self.memory_format!r}")
+        if self.precision not in get_args(PrecisionKind):
+            raise VdmError(f"precision must be one of {', '.join(get_args(PrecisionKind))}, got {self.precision!r}")
         if self.lr_schedule not in get_args(LrScheduleKind):
             raise VdmError(f"lr_schedule must be one of {', '.join(get_args(LrScheduleKind))}, got {self.lr_schedule!r}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:

@@ -1,6 +1,7 @@
 """Training: `vdm-train`. AdamW with warm-up, gradient clipping and accumulation, EMA weights,
-bf16 autocast on CUDA, metrics.jsonl, sample videos, atomic checkpoints, exact resume, and several
-processes (`torchrun --nproc_per_node N -m vdm.train ...`) with DistributedDataParallel.
+bf16 autocast (on CUDA and on CPUs with AMX), metrics.jsonl, sample videos, atomic checkpoints, exact
+resume, and several processes (`torchrun --nproc_per_node N -m vdm.train ...`) with
+DistributedDataParallel.
 
 A run directory holds:
     config.json                        the model, diffusion and training configs
@@ -40,8 +41,8 @@ from tqdm import tqdm
 from vdm.atomic import atomic_write_text
 from vdm.batches import StepBatches, local_batch_size
 from vdm.checkpoint import check_weights, load_torch, read_checkpoint, save_checkpoint, save_torch_atomic
-from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, Preset, TrainConfig, from_dict, get_preset,
-                        load_config_file, to_dict)
+from vdm.config import (DiffusionConfig, LrScheduleKind, ModelConfig, PrecisionKind, Preset, TrainConfig, from_dict,
+                        get_preset, load_config_file, to_dict)
 from vdm.data import colors_of_shapes_label, label_classes, make_dataset
 from vdm.diffusion import (Schedule, clean_from_output, correlate_frames, gather, implied_v_loss,
                            log_snr_normal_probabilities, palette_colours, palette_loss, q_sample,
@@ -50,6 +51,7 @@ from vdm.distributed import Ranks, all_reduce, barrier, rank_device, ranks_from_
 from vdm.distributed import start as start_processes
 from vdm.distributed import stop as stop_processes
 from vdm.errors import TrainingDiverged, VdmError, cli_errors
+from vdm.machine import cpu_flags
 from vdm.samplers import DEFAULT_STEPS
 from vdm.schema import NON_NEGATIVE_INT, OBJECT, POSITIVE_INT, optional, validate
 from vdm.unet import Unet3D, count_parameters
@@ -71,6 +73,11 @@ AUTO_MEMORY_FORMAT = {"cpu": "channels_last_3d", "cuda": "contiguous"}
 # of 260-480 ms, benchmarks/results/train-step-cpu-2026-11-28) and workers would take its cores.
 # CUDA: 4 processes sampling the next steps' shapes (about 0.1 ms a clip) or decoding videos.
 AUTO_WORKERS = {"cpu": 0, "cuda": 4}
+# TrainConfig.precision "auto" on a CPU: bf16 autocast only with AMX. The demo's step (batch 16, 2
+# threads) took 446 ms in bf16 against 666 ms in fp32 on a Xeon with AMX, and 903 against 657 ms with
+# oneDNN capped below AMX (AVX-512 bf16 alone): there bf16 is slower
+# (benchmarks/results/train-precision-cpu-2026-12-07).
+CPU_BF16_TRAINING_FLAG = "amx_bf16"
 
 
 def lr_at(step: int, peak: float, warmup_steps: int, schedule: str = "constant", total_steps: int = 1) -> float:
@@ -125,18 +132,32 @@ def auto_setting(table: dict, device: torch.device, what: str):
     return table[device.type]
 
 
-def in_layout(model: torch.nn.Module, device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
+def in_layout(model: torch.nn.Module, device: torch.device, memory_format: torch.memory_format,
+              precision: str = "fp32") -> torch.nn.Module:
     """The model on `device` with its 5-D weights in `memory_format`.
 
-    A 1x1x1 kernel is the same bytes in either layout, but autograd gives its gradient contiguous
-    strides: keeping such weights contiguous lets DDP's gradient buckets match them (else DDP warns
-    and copies).
+    A 1x1x1 kernel is the same bytes in either layout, but its gradient comes with the strides of the
+    layout oneDNN picked: contiguous in fp32 and channels-last in bf16 autocast, at torchrun's one
+    thread per process (a Xeon with AMX, torch 2.13). Weights in their gradients' strides let DDP's
+    gradient buckets take them (else DDP warns and copies).
     """
     model.to(device, memory_format=memory_format)
+    if precision == "bf16":
+        return model
     for param in model.parameters():
         if param.dim() == 5 and param.shape[2:] == (1, 1, 1):
             param.data = param.data.clone(memory_format=torch.contiguous_format)
     return model
+
+
+def training_precision(asked: str, device: torch.device, flags: set[str] | None = None) -> str:
+    """The precision a run trains in: `asked` unless "auto"; auto is bf16 autocast on CUDA and on CPUs
+    with AMX (CPU_BF16_TRAINING_FLAG), else fp32. Weights, optimizer and EMA stay fp32 either way."""
+    if asked != "auto":
+        return asked
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if CPU_BF16_TRAINING_FLAG in (cpu_flags() if flags is None else flags) else "fp32"
 
 
 def check_batch_split(train: TrainConfig, ranks: Ranks) -> None:
@@ -259,7 +280,8 @@ class Trainer:
         self.memory_format = MEMORY_FORMATS[layout]
         if device.type == "cuda":
             enable_tf32()
-        self.model = in_layout(Unet3D(m), device, self.memory_format)  # what is saved and averaged
+        self.precision = training_precision(tc.precision, device)
+        self.model = in_layout(Unet3D(m), device, self.memory_format, self.precision)  # what is saved and averaged
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = make_optimizer(self.model, tc)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -386,7 +408,7 @@ class Trainer:
         picks the clips that see their self-conditioning estimate."""
         input_noise = noise if perturbation is None else noise + perturbation
         x_t = q_sample(x0, t, input_noise, self.schedule.alphas_cumprod)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             if estimate is not None:
                 x_t = self.self_conditioned(x_t, t, y, estimate)
             out = self.network(x_t.contiguous(memory_format=self.memory_format), t, y, logits=self.colours is not None)
@@ -610,12 +632,16 @@ def parse_snr_range(ctx, param, value: str | None) -> tuple[float, float] | None
               help="Data loader processes per training process.  [default: 0 on cpu, 4 on cuda]")
 @click.option("--compile", "compile_network", is_flag=True, default=None,
               help="torch.compile the network (the first steps compile).")
+@click.option("--precision", type=click.Choice(get_args(PrecisionKind)),
+              help="bf16 autocast (weights stay fp32) or fp32.  [default: auto: bf16 on CUDA and on CPUs "
+                   "with AMX, else fp32]")
 @click.option("--seed", type=int, help="Seeds weights, data and noise.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @cli_errors
 def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, lr_schedule,
          min_snr_gamma, snr_range, sample_every,
-         checkpoint_every, stop_at, out, resume, overwrite, init_from, device, workers, compile_network, seed, debug):
+         checkpoint_every, stop_at, out, resume, overwrite, init_from, device, workers, compile_network, precision, seed,
+         debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos.
 
     Several processes: torchrun --nproc_per_node N -m vdm.train [OPTIONS] (the batch is split over them).
@@ -627,7 +653,7 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
         data=data, steps=steps, batch_size=batch_size, grad_accum=grad_accum, frames=frames, size=size,
         lr=lr, ema_decay=ema_decay, lr_schedule=lr_schedule, min_snr_gamma=min_snr_gamma,
         snr_range=snr_range, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
-        init_from=init_from, workers=workers, compile=compile_network))
+        init_from=init_from, workers=workers, compile=compile_network, precision=precision))
     tc = settings.train
     if stop_at is not None and stop_at < 1:
         raise VdmError(f"--stop-at must be a step of at least 1, got {stop_at}")
@@ -651,7 +677,7 @@ def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, 
             say(f"initialized from {tc.init_from}" + (f"; {len(fresh)} new tensors keep their init" if fresh else ""))
         m = settings.model
         say(f"model: {count_parameters(trainer.model) / 1e6:.2f} M parameters, "
-            f"clips {m.frames}x{m.size}x{m.size}, data: {tc.data}, device: {trainer.device}"
+            f"clips {m.frames}x{m.size}x{m.size}, data: {tc.data}, device: {trainer.device} ({trainer.precision})"
             + (f", {ranks.world_size} processes of {tc.batch_size // ranks.world_size} clips" if ranks.distributed else ""))
         trainer.run(stop_at)
         say(f"done: {trainer.checkpoint_dir / 'latest.safetensors'}"
