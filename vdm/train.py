@@ -74,9 +74,8 @@ AUTO_MEMORY_FORMAT = {"cpu": "channels_last_3d", "cuda": "contiguous"}
 # CUDA: 4 processes sampling the next steps' shapes (about 0.1 ms a clip) or decoding videos.
 AUTO_WORKERS = {"cpu": 0, "cuda": 4}
 # TrainConfig.precision "auto" on a CPU: bf16 autocast only with AMX. The demo's step (batch 16, 2
-# threads) took 446 ms in bf16 against 666 ms in fp32 on a Xeon with AMX, and 903 against 657 ms with
-# oneDNN capped below AMX (AVX-512 bf16 alone): there bf16 is slower
-# (benchmarks/results/train-precision-cpu-2026-12-07).
+# threads) took 424 ms in bf16 against 583 ms in fp32 on a Xeon with AMX, but 847 against 619 ms with
+# oneDNN held to AVX-512 bf16 (an AMD EPYC's units) (benchmarks/results/train-precision-cpu-2026-12-07).
 CPU_BF16_TRAINING_FLAG = "amx_bf16"
 
 
