@@ -2,8 +2,8 @@
 
     python benchmarks/train_step.py [--preset tiny] [--config TOML] [--batch-size N] [--device cpu|cuda]
         [--world-sizes 1,2] [--threads 1,2] [--layouts auto|contiguous,channels_last_3d]
-        [--precisions auto|fp32,bf16] [--workers N] [--compile] [--steps 5] [--repeats 5] [--warmup 3] [--baseline DIR [--baseline-label LABEL]]
-        [--name NAME] [--out benchmarks/results]
+        [--precisions auto|fp32,bf16] [--workers N] [--compile] [--steps 5] [--repeats 5] [--warmup 3]
+        [--baseline DIR [--baseline-label LABEL]] [--name NAME] [--out benchmarks/results]
 
 Each row runs `Trainer.train_step()` (data, noise, forward, backward, all-reduce, clipping, AdamW,
 EMA) in fresh processes: one, or N started by torchrun (`python -m torch.distributed.run
@@ -244,7 +244,8 @@ def markdown(report: dict) -> str:
              + (f"; oneDNN capped at {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "")
              + f"; GPU: {m['gpu'] or 'none'}; load average at start {m['load_average_at_start']}",
              "- software: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
-             f"- preset {s['preset']}" + (f" with {s['config']}" if s.get("config") else "") + f", global batch {report['global_batch']}, device {s['device']}; "
+             f"- preset {s['preset']}" + (f" with {s['config']}" if s.get("config") else "")
+             + f", global batch {report['global_batch']}, device {s['device']}; "
              f"{fmt(report['train_gflop_per_clip'], 4)} GFLOP per clip (forward + backward); median of "
              f"{s['repeats']} blocks of {s['steps']} steps after {s['warmup']} warm-up steps", "",
              "| code | processes | threads/process | layout | precision | workers | steps/s | clips/s | ms/step "
@@ -257,7 +258,8 @@ def markdown(report: dict) -> str:
                          f"{r['status']}: {r['error'].splitlines()[0]} | | | | | | |")
             continue
         lines.append(f"| {r['code']} | {r['world_size']} | {r['threads_per_process']} | {r['memory_format']} | "
-                     f"{r.get('precision', '-')} | {fmt(r.get('workers'))} | {fmt(r['steps_per_s'])} | {fmt(r['clips_per_s'])} | "
+                     f"{r.get('precision', '-')} | {fmt(r.get('workers'))} | {fmt(r['steps_per_s'])} | "
+                     f"{fmt(r['clips_per_s'])} | "
                      f"{fmt(r['ms_per_step'])} | {fmt(r['tflops'])} | {fmt(r.get('data_wait_ms'))} | "
                      f"{fmt(r.get('draw_numpy_ms'))} | {fmt(r.get('draw_torch_ms'))} |")
     lines += ["", "data wait: host time a step waited for its batch (the trainer's counter); draw: one "
@@ -354,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vdm-train-step-") as tmp:
         for i, row in enumerate(plan(args)):
             spec = dict(preset=args.preset, config=args.config, batch_size=global_batch, device=args.device,
-                        threads=row["threads"], layout=row["layout"], precision=row["precision"], workers=args.workers, compile=args.compile, steps=args.steps,
-                        repeats=args.repeats, warmup=args.warmup, result=str(Path(tmp) / f"row{i}.json"))
+                        threads=row["threads"], layout=row["layout"], precision=row["precision"], workers=args.workers,
+                        compile=args.compile, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+                        result=str(Path(tmp) / f"row{i}.json"))
             pythonpath = args.baseline if row["code"] == args.baseline_label and args.baseline else None
             print(f"[{i + 1}] {row['code']}: {row['world_size']} process(es), threads {row['threads'] or 'default'}, "
                   f"layout {row['layout']}, precision {row['precision']}", flush=True)

@@ -1,4 +1,5 @@
-"""benchmarks/train_step.py end to end: timed rows of the tiny preset on the CPU (fp32 and bf16), and its two reports."""
+"""benchmarks/train_step.py end to end: timed rows of the tiny preset on the CPU (fp32 and bf16), and its
+two reports."""
 from __future__ import annotations
 
 import importlib.util

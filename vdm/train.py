@@ -639,8 +639,8 @@ def parse_snr_range(ctx, param, value: str | None) -> tuple[float, float] | None
 @cli_errors
 def main(preset, config, data, steps, batch_size, grad_accum, frames, size, lr, ema_decay, lr_schedule,
          min_snr_gamma, snr_range, sample_every,
-         checkpoint_every, stop_at, out, resume, overwrite, init_from, device, workers, compile_network, precision, seed,
-         debug):
+         checkpoint_every, stop_at, out, resume, overwrite, init_from, device, workers, compile_network, precision,
+         seed, debug):
     """Train a video diffusion model (3D UNet, DDPM) on synthetic bouncing shapes or a folder of videos.
 
     Several processes: torchrun --nproc_per_node N -m vdm.train [OPTIONS] (the batch is split over them).
