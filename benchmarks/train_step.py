@@ -175,10 +175,10 @@ def train_flops_per_clip(preset: str, config: str | None) -> float:
     """FLOPs of one forward + backward of one clip (mean-square loss), counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vdm.config import get_preset, load_config_file
+    from vdm.train import build_preset
     from vdm.unet import Unet3D
 
-    cfg = (load_config_file(config, get_preset(preset)) if config else get_preset(preset)).model
+    cfg = build_preset(preset, config, {}).model
     with torch.device("meta"):
         model = Unet3D(cfg)
         x = torch.zeros(1, cfg.network_channels, cfg.frames, cfg.size, cfg.size)  # (B, C, T, H, W)
