@@ -4,7 +4,7 @@
 # Run from the repository root, alone on the machine (RUNS must hold that run's folder):
 #   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh train      (~75 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh finetune   (~15 min)
-#   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh score      (~20 min)
+#   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh score      (~12 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh confirm    (~5 min)
 set -euo pipefail
 HERE=benchmarks/results/demo-bf16-cpu-2026-12-07
