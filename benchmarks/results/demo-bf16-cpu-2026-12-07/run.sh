@@ -6,6 +6,7 @@
 #   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh finetune   (~15 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh score      (~12 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh confirm    (~5 min)
+#   RUNS=/work/runs bash benchmarks/results/demo-bf16-cpu-2026-12-07/run.sh issue      (~10 min)
 set -euo pipefail
 HERE=benchmarks/results/demo-bf16-cpu-2026-12-07
 S=benchmarks/results
@@ -56,8 +57,14 @@ confirm)
     python $S/demo-shapes-cpu-2026-12-07/by_count.py 256 200 "$RUNS/bf16-minsnr.safetensors" \
         > "$HERE/by-count-seed200-256.txt"
     ;;
+issue)
+    # The issue's own command (vdm-eval -n 32 at seeds 0-7; bf16, vdm-eval's default on this CPU) for the
+    # shipped demo and the bf16 model, in one run.
+    bash $S/demo-colors-finetune-cpu-2026-12-07/issue_command.sh bf16 demo "$RUNS/bf16-minsnr.safetensors:5" \
+        > "$HERE/issue-command-seeds0-7.txt"
+    ;;
 *)
-    echo "usage: run.sh train|finetune|score|confirm" >&2
+    echo "usage: run.sh train|finetune|score|confirm|issue" >&2
     exit 2
     ;;
 esac
