@@ -4,12 +4,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import vdm.batches
 from vdm.batches import StepBatches, local_batch_size, step_indices
-from vdm.data import PALETTE, SyntheticShapes, VideoFolder, colors_of_shapes_label
+from vdm.data import (PALETTE, SyntheticShapes, VideoFolder, clip_label, colors_of_shapes_label, label_classes,
+                      label_features)
 from vdm.distributed import Ranks
 from vdm.errors import VdmError
 from vdm.video import write_mp4
@@ -75,6 +77,20 @@ def test_shapes_labels_give_each_palette_colour_a_base_3_digit_for_its_shape(dra
     assert labels.tolist() == expected and len(set(expected)) > 1
     colors = [sum(2 ** PALETTE.index(track.color) for track in shapes.tracks(i)) - 1 for i in range(6, 12)]
     assert [colors_of_shapes_label(label) for label in expected] == colors
+
+
+@pytest.mark.parametrize("kind", ["colors", "shapes"])
+def test_label_features_mark_exactly_the_clips_colours_and_shapes(kind):
+    shapes = SyntheticShapes(4, 8)
+    features = label_features(kind)  # (classes + 1, F)
+    per_colour = {"colors": 1, "shapes": 2}[kind]
+    for i in range(40):
+        tracks = shapes.tracks(i)
+        expected = {PALETTE.index(t.color) * per_colour + (t.kind == "disc" if kind == "shapes" else 0)
+                    for t in tracks}
+        assert set(np.flatnonzero(features[clip_label(tracks, kind)])) == expected
+    assert np.flatnonzero(features[-1]).tolist() == [features.shape[1] - 1]  # the null class: its own only
+    assert features[:-1, -1].sum() == 0 and len(features) == label_classes(kind, 0) + 1
 
 
 def test_asking_for_another_step_restarts_the_stream_there():

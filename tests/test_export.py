@@ -106,6 +106,22 @@ def test_conditional_model_exports_a_class_input(tmp_path, save_tiny_checkpoint)
     assert net["parity"]["passed"]
 
 
+def test_a_shared_label_embedding_exports_and_runs_each_label_in_onnxruntime(tmp_path, save_tiny_checkpoint):
+    import onnxruntime as ort
+
+    config = _tiny_model_config(num_classes=728, class_label="shapes", label_embedding="shared")
+    ckpt = save_tiny_checkpoint(tmp_path / "s.safetensors", config)
+    export_bundle(ckpt, tmp_path / "b", ExportOptions(exporter="torchscript"), log=quiet)
+    assert read_bundle(tmp_path / "b").network("fp32")["parity"]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "b" / "unet.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 8, 8)).astype(np.float32)
+    t, y = np.array([1, 700], dtype=np.int64), np.array([18, 728], dtype=np.int64)  # a two-shape label, the null
+    model, _, _ = load_model(ckpt)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x, "t": t, "y": y})[0], expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("attention", [dict(joint_attention_levels=(1,)), dict(temporal_attention_levels=(0, 1)),
                                        dict(motion_align_levels=(0,))], ids=["joint", "temporal", "motion"])
 def test_attention_variants_export_with_parity_and_dynamic_frames(tmp_path, save_tiny_checkpoint, attention):

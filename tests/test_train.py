@@ -219,8 +219,11 @@ def test_init_from_with_added_joint_attention_starts_computing_what_the_checkpoi
     assert trainer.model.mid_joint.out.weight.abs().sum() > 0
 
 
-def test_init_from_an_unconditional_checkpoint_starts_every_class_computing_what_it_did(tmp_path, trained_checkpoint):
-    conditional = dataclasses.replace(tiny_model(), num_classes=63, class_label="colors")
+@pytest.mark.parametrize("label_embedding", ["table", "shared"])
+def test_init_from_an_unconditional_checkpoint_starts_every_class_computing_what_it_did(tmp_path, trained_checkpoint,
+                                                                                      label_embedding):
+    conditional = dataclasses.replace(tiny_model(), num_classes=63, class_label="colors",
+                                      label_embedding=label_embedding)
     trainer = Trainer(tiny_preset(conditional), tmp_path, CPU)
     assert trainer.init_from(trained_checkpoint) == []
     saved, _, _ = load_model(trained_checkpoint)
@@ -228,7 +231,8 @@ def test_init_from_an_unconditional_checkpoint_starts_every_class_computing_what
     with torch.no_grad():
         torch.testing.assert_close(trainer.ema.eval()(x, t, y), saved(x, t), rtol=1e-5, atol=1e-5)
     trainer.run()  # and it trains: the class vectors leave zero
-    assert trainer.model.embedding.class_embed.weight.abs().sum() > 0
+    class_vectors = [p for name, p in trainer.model.named_parameters() if name.startswith("embedding.class_embed.")]
+    assert len(class_vectors) == 1 and class_vectors[0].abs().sum() > 0
 
 
 def test_init_from_a_colors_checkpoint_starts_each_shapes_label_computing_what_its_colours_did(

@@ -251,6 +251,21 @@ def test_conditional_unet_without_labels_uses_the_null_class(conditional_unet):
     assert torch.equal(out_none, out_null)
 
 
+def test_a_shared_label_embedding_sums_the_vectors_of_the_clips_colours_and_shapes(tiny_model_config,
+                                                                                   make_tiny_unet):
+    model = make_tiny_unet(dataclasses.replace(tiny_model_config, num_classes=728, class_label="shapes",
+                                               label_embedding="shared"))
+    embed = model.embedding.class_embed  # vectors (13, emb_dim): per palette colour a square's, a disc's; the null's
+    # red square + blue disc = 1 * 3 ** 0 + 2 * 3 ** 2 - 1; a blue disc alone = 2 * 3 ** 2 - 1; the null class
+    with torch.no_grad():
+        vectors = embed(timesteps(18, 17, 728))
+        torch.testing.assert_close(vectors[0], embed.vectors[0] + embed.vectors[5])
+        torch.testing.assert_close(vectors[1], embed.vectors[5])
+        torch.testing.assert_close(vectors[2], embed.vectors[12])
+        x = tiny_video(model.cfg, batch=2)
+        assert not torch.allclose(model(x, timesteps(9, 9), timesteps(18, 17)), model(x, timesteps(9, 9), None))
+
+
 def test_unet_output_depends_on_the_timestep(tiny_model_config, make_tiny_unet):
     model = make_tiny_unet(tiny_model_config)
     x = tiny_video(tiny_model_config)
@@ -338,6 +353,9 @@ def test_bf16_unet_takes_and_returns_float32_close_to_fp32(fp32_and_bf16_unets):
     (dict(motion_align_levels=(2,)), "motion_align_levels: level 2 does not exist"),
     (dict(motion_align_reach=0), "motion_align_reach must be >= 1"),
     (dict(class_label="sizes"), "class_label must be one of"),
+    (dict(label_embedding="bag"), "label_embedding must be one of"),
+    (dict(label_embedding="shared", num_classes=3), 'needs class_label "colors" or "shapes"'),
+    (dict(label_embedding="shared", num_classes=100, class_label="colors"), "needs num_classes = 63, got 100"),
     (dict(num_heads=3), "num_heads=3"),
     (dict(num_groups=3), "num_groups=3"),
     (dict(channel_multiples=()), "at least one level"),

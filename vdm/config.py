@@ -20,6 +20,7 @@ ScheduleKind = Literal["linear", "cosine"]
 PredictionKind = Literal["epsilon", "v", "x0"]
 LrScheduleKind = Literal["constant", "cosine"]
 ClassLabelKind = Literal["count", "colors", "shapes"]
+LabelEmbeddingKind = Literal["table", "shared"]
 MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
 PrecisionKind = Literal["auto", "fp32", "bf16"]
 
@@ -51,6 +52,10 @@ class ModelConfig:
     # "colors", the set of palette colours it holds (a bitmask - 1: 2 ** len(PALETTE) - 1 classes);
     # "shapes", each palette colour's shape (absent, square or disc: base-3 digits - 1, 3 ** 6 - 1 classes).
     class_label: ClassLabelKind = "count"
+    # How a label becomes a vector: "table", one learned vector per class; "shared" ("colors" and
+    # "shapes" labels), one per palette colour (or colour and shape) summed over the clip's shapes,
+    # so every clip trains the vectors of the shapes it holds (the null class keeps its own vector).
+    label_embedding: LabelEmbeddingKind = "table"
     temporal_downsample: bool = False  # halve T between levels too (then T must divide)
     # The network also reads its own previous estimate of the clean video, concatenated to x as
     # in_channels more input channels (zeros at the first step): self-conditioning, Chen et al.'s
@@ -125,6 +130,11 @@ class ModelConfig:
             raise VdmError("num_classes must be >= 0")
         if self.class_label not in get_args(ClassLabelKind):
             raise VdmError(f"class_label must be one of {get_args(ClassLabelKind)}, got {self.class_label!r}")
+        if self.label_embedding not in get_args(LabelEmbeddingKind):
+            raise VdmError(f"label_embedding must be one of {get_args(LabelEmbeddingKind)}, "
+                           f"got {self.label_embedding!r}")
+        if self.label_embedding == "shared" and self.conditional:
+            check_shared_labels(self.class_label, self.num_classes)
         if self.palette:
             if self.in_channels != 3:
                 raise VdmError(f"a palette needs RGB video (in_channels = 3), got in_channels={self.in_channels}")
@@ -133,6 +143,19 @@ class ModelConfig:
                 raise VdmError(f"palette must list at least 2 colours as [R, G, B] integers in 0..255, "
                                f"got {[list(c) for c in self.palette]}")
         check_video_shape(self, self.frames, self.size, self.size)
+
+
+def check_shared_labels(class_label: str, num_classes: int) -> None:
+    """A shared label embedding reads each label's colours (and shapes), so it needs exactly their classes."""
+    from vdm.data import label_classes  # vdm.data does not import the config; this keeps it so
+
+    if class_label == "count":
+        raise VdmError('label_embedding = "shared" needs class_label "colors" or "shapes" (a "count" label '
+                       'names no colour); use label_embedding = "table"')
+    needed = label_classes(class_label, 0)
+    if num_classes != needed:
+        raise VdmError(f'label_embedding = "shared" with {class_label!r} labels needs num_classes = {needed}, '
+                       f"got {num_classes}")
 
 
 class ShapeError(VdmError, ValueError):

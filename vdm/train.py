@@ -350,16 +350,16 @@ class Trainer:
         attention blocks' zero output projections) leaves the loaded model computing what it did.
         So does self-conditioning added since: the estimate's input channels start at zero weight;
         and class conditioning added to an unconditional model: every class vector starts at zero;
-        a "colors" model refined to "shapes" labels: each class starts at its colours' vector.
+        a "colors" model refined to "shapes" labels (table embeddings): each class starts at its colours' vector.
         """
         state, model_config, diffusion_config, _ = read_checkpoint(path)
         if self.cfg.model.self_condition and not model_config.self_condition:
             state = state | {"conv_in.weight": zero_estimate_inputs(state["conv_in.weight"])}
         if self.cfg.model.conditional and not model_config.conditional:
-            classes = self.model.state_dict()["embedding.class_embed.weight"]  # (num_classes + 1, emb_dim)
-            state = state | {"embedding.class_embed.weight": torch.zeros_like(classes)}
+            state = state | {name: torch.zeros_like(weights) for name, weights in self.model.state_dict().items()
+                             if name.startswith("embedding.class_embed.")}  # the class vectors
         elif model_config.conditional and (model_config.class_label, self.cfg.model.class_label) == (
-                "colors", "shapes"):
+                "colors", "shapes") and model_config.label_embedding == self.cfg.model.label_embedding == "table":
             vectors = state["embedding.class_embed.weight"]
             state = state | {"embedding.class_embed.weight": shapes_class_vectors(vectors)}
         # A new frame-noise correlation is a fine-tune's to learn (Ge et al. adapt a model to it);

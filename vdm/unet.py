@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vdm.config import ModelConfig, check_video_shape
+from vdm.data import label_features
 from vdm.diffusion import palette_colours
 
 
@@ -349,14 +350,38 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
 
 
+class SharedLabelEmbedding(nn.Module):
+    """A label's vector as the sum of its features' vectors (vdm.data.label_features: the clip's colours,
+    or colours and shapes; the null class its own), so every clip trains the vectors of what it holds.
+
+    A gather from a fixed 0/1 table and a matmul: export-friendly, no integer arithmetic in the graph."""
+
+    def __init__(self, class_label: str, emb_dim: int):
+        super().__init__()
+        features = torch.from_numpy(label_features(class_label))  # (num_classes + 1, F)
+        self.register_buffer("features", features, persistent=False)  # from the config, not saved
+        self.vectors = nn.Parameter(torch.randn(features.shape[1], emb_dim) / math.sqrt(2))  # (F, emb_dim)
+        # 1/sqrt(2): a clip of 1-3 shapes sums to about nn.Embedding's unit-variance vectors
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.features[y] @ self.vectors  # (B, F) @ (F, emb_dim) -> (B, emb_dim)
+
+
 class Embedding(KeepFloat32):
     """Timestep (and class) embedding: sinusoid -> MLP, plus a learned class vector (null class = num_classes)."""
 
-    def __init__(self, base_channels: int, emb_dim: int, num_classes: int):
+    def __init__(self, base_channels: int, emb_dim: int, cfg: ModelConfig):
         super().__init__()
         self.base_channels = base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        if not cfg.conditional:
+            self.class_embed = None
+        elif cfg.label_embedding == "table":
+            self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim)
+        elif cfg.label_embedding == "shared":
+            self.class_embed = SharedLabelEmbedding(cfg.class_label, emb_dim)
+        else:
+            raise ValueError(f"unknown label_embedding {cfg.label_embedding!r}")
 
     def forward(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         emb = self.time_mlp(sinusoidal_embedding(t, self.base_channels))  # (B, emb_dim)
@@ -423,7 +448,7 @@ class Unet3D(nn.Module):
         base = cfg.base_channels
         emb_dim = 4 * base
         widths = [base * m for m in cfg.channel_multiples]
-        self.embedding = Embedding(base, emb_dim, cfg.num_classes)
+        self.embedding = Embedding(base, emb_dim, cfg)
         self.conv_in = nn.Conv3d(cfg.network_channels, base, 3, padding=1)
 
         # Encoder: record the channels of every skip connection, in order.
