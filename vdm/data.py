@@ -200,10 +200,14 @@ def shapes_label(palette_indices, kinds) -> int:
     return sum(shape_digit(kind) * 3 ** int(i) for i, kind in zip(palette_indices, kinds)) - 1
 
 
+def label_digits(label: int, base: int) -> list[int]:
+    """Each PALETTE colour's digit in a "colors" (base 2) or "shapes" (base 3) label; 0 = absent."""
+    return [(label + 1) // base**i % base for i in range(len(PALETTE))]
+
+
 def colors_of_shapes_label(label: int) -> int:
     """The "colors" label of the clips of "shapes" label `label`: its colours without their shapes."""
-    digits = [(label + 1) // 3**i % 3 for i in range(len(PALETTE))]
-    return colors_label(i for i, digit in enumerate(digits) if digit)
+    return colors_label(i for i, digit in enumerate(label_digits(label, 3)) if digit)
 
 
 def label_features(kind: str) -> np.ndarray:
@@ -216,8 +220,7 @@ def label_features(kind: str) -> np.ndarray:
     classes = label_classes(kind, 0)
     features = np.zeros((classes + 1, len(PALETTE) * (base - 1) + 1), dtype=np.float32)
     for label in range(classes):
-        for colour in range(len(PALETTE)):
-            digit = (label + 1) // base**colour % base
+        for colour, digit in enumerate(label_digits(label, base)):
             if digit:
                 features[label, colour * (base - 1) + digit - 1] = 1.0
     features[classes, -1] = 1.0
