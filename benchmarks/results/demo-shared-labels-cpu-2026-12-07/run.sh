@@ -6,7 +6,8 @@
 #   RUNS=/work/runs bash benchmarks/results/demo-shared-labels-cpu-2026-12-07/run.sh train   (~100 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-shared-labels-cpu-2026-12-07/run.sh score   (~12 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-shared-labels-cpu-2026-12-07/run.sh issue   (~5 min)
-#   RUNS=/work/runs bash benchmarks/results/demo-shared-labels-cpu-2026-12-07/run.sh guidance (~4 min)
+#   RUNS=/work/runs bash benchmarks/results/demo-shared-labels-cpu-2026-12-07/run.sh guidance (~2 min)
+#   RUNS=/work/runs bash benchmarks/results/demo-shared-labels-cpu-2026-12-07/run.sh finetune (~20 min)
 set -euo pipefail
 HERE=benchmarks/results/demo-shared-labels-cpu-2026-12-07
 S=benchmarks/results
@@ -50,8 +51,21 @@ guidance)
     python $S/demo-extents-cpu-2026-12-07/extents.py 64 100 "$RUNS/shared-13000.safetensors:1" \
         "$RUNS/shared-13000.safetensors:2" "$RUNS/shared-13000.safetensors:3" > "$HERE/extents-guidance-seed100-64.txt"
     ;;
+finetune)
+    # The demo's second command (2000 steps, Min-SNR-γ 5, lr 2e-4) in bf16, so the recipe is whole, then
+    # the same two scores as `score`.
+    vdm-train --preset tiny --config $HERE/shared.toml --init-from "$RUNS/shared-13000.safetensors" \
+        --steps 2000 --batch-size 16 --lr 2e-4 --ema-decay 0.998 --lr-schedule cosine --min-snr-gamma 5 --seed 1 \
+        --sample-every 0 --precision bf16 --out "$RUNS/shared-minsnr"
+    python -m vdm.demo "$RUNS/shared-minsnr/checkpoints/latest.safetensors" "$RUNS/shared-minsnr.safetensors"
+    cp "$RUNS/shared-minsnr/metrics.jsonl" "$HERE/finetune-metrics.jsonl"
+    python $S/demo-extents-cpu-2026-12-07/extents.py 64 100 "$RUNS/shared-minsnr.safetensors" \
+        > "$HERE/extents-finetune-seed100-64.txt"
+    python $S/demo-shapes-cpu-2026-12-07/by_count.py 256 100 "$RUNS/shared-minsnr.safetensors" \
+        > "$HERE/by-count-finetune-seed100-256.txt"
+    ;;
 *)
-    echo "usage: run.sh train|score|issue|guidance" >&2
+    echo "usage: run.sh train|score|issue|guidance|finetune" >&2
     exit 2
     ;;
 esac
