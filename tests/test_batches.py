@@ -93,6 +93,21 @@ def test_label_features_mark_exactly_the_clips_colours_and_shapes(kind):
     assert features[:-1, -1].sum() == 0 and len(features) == label_classes(kind, 0) + 1
 
 
+def test_counted_label_features_add_one_feature_for_the_clips_number_of_shapes():
+    shapes = SyntheticShapes(4, 8)
+    plain, counted = label_features("shapes"), label_features("shapes", counts=True)  # (729, 13), (729, 19)
+    assert counted.shape == (len(plain), plain.shape[1] + len(PALETTE))
+    np.testing.assert_array_equal(counted[:, :12], plain[:, :12])
+    np.testing.assert_array_equal(counted[:, -1], plain[:, -1])
+    seen = set()
+    for i in range(40):
+        tracks = shapes.tracks(i)
+        count_features = np.flatnonzero(counted[clip_label(tracks, "shapes"), 12:-1])
+        assert count_features.tolist() == [len(tracks) - 1]
+        seen.add(len(tracks))
+    assert seen == {1, 2, 3} and counted[-1, 12:-1].sum() == 0  # the null class names no count
+
+
 def test_asking_for_another_step_restarts_the_stream_there():
     shapes = SyntheticShapes(4, 8)
     batches = StepBatches(shapes, 2, ONE, CPU, workers=0)

@@ -106,10 +106,12 @@ def test_conditional_model_exports_a_class_input(tmp_path, save_tiny_checkpoint)
     assert net["parity"]["passed"]
 
 
-def test_a_shared_label_embedding_exports_and_runs_each_label_in_onnxruntime(tmp_path, save_tiny_checkpoint):
+@pytest.mark.parametrize("label_embedding", ["shared", "shared_count"])
+def test_a_shared_label_embedding_exports_and_runs_each_label_in_onnxruntime(tmp_path, save_tiny_checkpoint,
+                                                                           label_embedding):
     import onnxruntime as ort
 
-    config = _tiny_model_config(num_classes=728, class_label="shapes", label_embedding="shared")
+    config = _tiny_model_config(num_classes=728, class_label="shapes", label_embedding=label_embedding)
     ckpt = save_tiny_checkpoint(tmp_path / "s.safetensors", config)
     export_bundle(ckpt, tmp_path / "b", ExportOptions(exporter="torchscript"), log=quiet)
     assert read_bundle(tmp_path / "b").network("fp32")["parity"]["passed"]

@@ -219,7 +219,7 @@ def test_init_from_with_added_joint_attention_starts_computing_what_the_checkpoi
     assert trainer.model.mid_joint.out.weight.abs().sum() > 0
 
 
-@pytest.mark.parametrize("label_embedding", ["table", "shared"])
+@pytest.mark.parametrize("label_embedding", ["table", "shared", "shared_count"])
 def test_init_from_an_unconditional_checkpoint_starts_every_class_computing_what_it_did(tmp_path, trained_checkpoint,
                                                                                       label_embedding):
     conditional = dataclasses.replace(tiny_model(), num_classes=63, class_label="colors",

@@ -266,6 +266,18 @@ def test_a_shared_label_embedding_sums_the_vectors_of_the_clips_colours_and_shap
         assert not torch.allclose(model(x, timesteps(9, 9), timesteps(18, 17)), model(x, timesteps(9, 9), None))
 
 
+def test_a_counted_shared_label_embedding_adds_the_vector_of_the_clips_number_of_shapes(tiny_model_config,
+                                                                                       make_tiny_unet):
+    model = make_tiny_unet(dataclasses.replace(tiny_model_config, num_classes=728, class_label="shapes",
+                                               label_embedding="shared_count"))
+    embed = model.embedding.class_embed  # vectors (19, emb_dim): 12 colour-and-shape ones, 6 counts, the null's
+    with torch.no_grad():
+        vectors = embed(timesteps(18, 17, 728))  # red square + blue disc; a blue disc alone; the null class
+        torch.testing.assert_close(vectors[0], embed.vectors[0] + embed.vectors[5] + embed.vectors[13])
+        torch.testing.assert_close(vectors[1], embed.vectors[5] + embed.vectors[12])
+        torch.testing.assert_close(vectors[2], embed.vectors[18])
+
+
 def test_unet_output_depends_on_the_timestep(tiny_model_config, make_tiny_unet):
     model = make_tiny_unet(tiny_model_config)
     x = tiny_video(tiny_model_config)
@@ -356,6 +368,7 @@ def test_bf16_unet_takes_and_returns_float32_close_to_fp32(fp32_and_bf16_unets):
     (dict(label_embedding="bag"), "label_embedding must be one of"),
     (dict(label_embedding="shared", num_classes=3), 'needs class_label "colors" or "shapes"'),
     (dict(label_embedding="shared", num_classes=100, class_label="colors"), "needs num_classes = 63, got 100"),
+    (dict(label_embedding="shared_count", num_classes=3), 'label_embedding = "shared_count" needs class_label'),
     (dict(num_heads=3), "num_heads=3"),
     (dict(num_groups=3), "num_groups=3"),
     (dict(channel_multiples=()), "at least one level"),

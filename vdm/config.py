@@ -20,7 +20,7 @@ ScheduleKind = Literal["linear", "cosine"]
 PredictionKind = Literal["epsilon", "v", "x0"]
 LrScheduleKind = Literal["constant", "cosine"]
 ClassLabelKind = Literal["count", "colors", "shapes"]
-LabelEmbeddingKind = Literal["table", "shared"]
+LabelEmbeddingKind = Literal["table", "shared", "shared_count"]
 MemoryFormatKind = Literal["auto", "contiguous", "channels_last_3d"]
 PrecisionKind = Literal["auto", "fp32", "bf16"]
 
@@ -54,7 +54,8 @@ class ModelConfig:
     class_label: ClassLabelKind = "count"
     # How a label becomes a vector: "table", one learned vector per class; "shared" ("colors" and
     # "shapes" labels), one per palette colour (or colour and shape) summed over the clip's shapes,
-    # so every clip trains the vectors of the shapes it holds (the null class keeps its own vector).
+    # so every clip trains the vectors of the shapes it holds (the null class keeps its own vector);
+    # "shared_count", the same plus one vector per number of shapes, so a sum says outright how many.
     label_embedding: LabelEmbeddingKind = "table"
     temporal_downsample: bool = False  # halve T between levels too (then T must divide)
     # The network also reads its own previous estimate of the clean video, concatenated to x as
@@ -133,8 +134,8 @@ class ModelConfig:
         if self.label_embedding not in get_args(LabelEmbeddingKind):
             raise VdmError(f"label_embedding must be one of {get_args(LabelEmbeddingKind)}, "
                            f"got {self.label_embedding!r}")
-        if self.label_embedding == "shared" and self.conditional:
-            check_shared_labels(self.class_label, self.num_classes)
+        if self.label_embedding != "table" and self.conditional:
+            check_shared_labels(self.label_embedding, self.class_label, self.num_classes)
         if self.palette:
             if self.in_channels != 3:
                 raise VdmError(f"a palette needs RGB video (in_channels = 3), got in_channels={self.in_channels}")
@@ -145,17 +146,17 @@ class ModelConfig:
         check_video_shape(self, self.frames, self.size, self.size)
 
 
-def check_shared_labels(class_label: str, num_classes: int) -> None:
+def check_shared_labels(label_embedding: str, class_label: str, num_classes: int) -> None:
     """A shared label embedding reads each label's colours (and shapes), so it needs exactly their classes."""
     from vdm.data import label_classes  # vdm.data does not import the config; this keeps it so
 
     if class_label == "count":
-        raise VdmError('label_embedding = "shared" needs class_label "colors" or "shapes" (a "count" label '
-                       'names no colour); use label_embedding = "table"')
+        raise VdmError(f'label_embedding = "{label_embedding}" needs class_label "colors" or "shapes" (a "count" '
+                       'label names no colour); use label_embedding = "table"')
     needed = label_classes(class_label, 0)
     if num_classes != needed:
-        raise VdmError(f'label_embedding = "shared" with {class_label!r} labels needs num_classes = {needed}, '
-                       f"got {num_classes}")
+        raise VdmError(f'label_embedding = "{label_embedding}" with {class_label!r} labels needs '
+                       f"num_classes = {needed}, got {num_classes}")
 
 
 class ShapeError(VdmError, ValueError):

@@ -210,19 +210,24 @@ def colors_of_shapes_label(label: int) -> int:
     return colors_label(i for i, digit in enumerate(label_digits(label, 3)) if digit)
 
 
-def label_features(kind: str) -> np.ndarray:
+def label_features(kind: str, counts: bool = False) -> np.ndarray:
     """(classes + 1, F) 0/1: which of F features each "colors" or "shapes" label holds, the null class last.
 
-    "colors": one feature per palette colour; "shapes": one per palette colour and shape kind. The
-    null class holds only the last feature, its own. A shared label embedding sums the features' vectors.
+    "colors": one feature per palette colour; "shapes": one per palette colour and shape kind; with
+    `counts`, then one per number of shapes (1 .. len(PALETTE)). The null class holds only the last
+    feature, its own. A shared label embedding sums the features' vectors.
     """
     base = {"colors": 2, "shapes": 1 + len(SHAPE_KINDS)}[kind]  # a colour's digit: absent, or present (as a kind)
     classes = label_classes(kind, 0)
-    features = np.zeros((classes + 1, len(PALETTE) * (base - 1) + 1), dtype=np.float32)
+    shape_features = len(PALETTE) * (base - 1)
+    features = np.zeros((classes + 1, shape_features + counts * len(PALETTE) + 1), dtype=np.float32)
     for label in range(classes):
-        for colour, digit in enumerate(label_digits(label, base)):
+        digits = label_digits(label, base)
+        for colour, digit in enumerate(digits):
             if digit:
                 features[label, colour * (base - 1) + digit - 1] = 1.0
+        if counts:
+            features[label, shape_features + sum(map(bool, digits)) - 1] = 1.0
     features[classes, -1] = 1.0
     return features
 

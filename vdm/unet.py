@@ -352,16 +352,17 @@ class Upsample(nn.Module):
 
 class SharedLabelEmbedding(nn.Module):
     """A label's vector as the sum of its features' vectors (vdm.data.label_features: the clip's colours,
-    or colours and shapes; the null class its own), so every clip trains the vectors of what it holds.
+    or colours and shapes, and with `counts` their number; the null class its own), so every clip trains
+    the vectors of what it holds.
 
     A gather from a fixed 0/1 table and a matmul: export-friendly, no integer arithmetic in the graph."""
 
-    def __init__(self, class_label: str, emb_dim: int):
+    def __init__(self, class_label: str, emb_dim: int, counts: bool = False):
         super().__init__()
-        features = torch.from_numpy(label_features(class_label))  # (num_classes + 1, F)
+        features = torch.from_numpy(label_features(class_label, counts))  # (num_classes + 1, F)
         self.register_buffer("features", features, persistent=False)  # from the config, not saved
         self.vectors = nn.Parameter(torch.randn(features.shape[1], emb_dim) / math.sqrt(2))  # (F, emb_dim)
-        # 1/sqrt(2): a clip of 1-3 shapes sums to about nn.Embedding's unit-variance vectors
+        # 1/sqrt(2): a clip of 1-3 shapes (and its count) sums to about nn.Embedding's unit-variance vectors
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.features[y] @ self.vectors  # (B, F) @ (F, emb_dim) -> (B, emb_dim)
@@ -378,8 +379,9 @@ class Embedding(KeepFloat32):
             self.class_embed = None
         elif cfg.label_embedding == "table":
             self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim)
-        elif cfg.label_embedding == "shared":
-            self.class_embed = SharedLabelEmbedding(cfg.class_label, emb_dim)
+        elif cfg.label_embedding in ("shared", "shared_count"):
+            counts = cfg.label_embedding == "shared_count"
+            self.class_embed = SharedLabelEmbedding(cfg.class_label, emb_dim, counts)
         else:
             raise ValueError(f"unknown label_embedding {cfg.label_embedding!r}")
 
