@@ -47,17 +47,17 @@ def test_packing_a_checkpoint_elsewhere_keeps_its_configs_in_float16(tiny_checkp
         f"error: checkpoint {tmp_path / 'none.safetensors'} does not exist"]
 
 
-def test_vdm_run_without_a_model_uses_the_demo_with_colour_labels_guidance_and_a_restart(tmp_path):
+def test_vdm_run_without_a_model_uses_the_demo_with_shape_labels_guidance_and_a_restart(tmp_path):
     from vdm.data import data_labels
 
     _, model_config, _, _ = read_checkpoint(DEMO_CHECKPOINT)
-    assert (model_config.num_classes, model_config.class_label) == (63, "colors")
+    assert (model_config.num_classes, model_config.class_label) == (728, "shapes")
     args = ["--steps", "2", "-n", "2", "--device", "cpu", "--precision", "fp32", "--seed", "3"]
     result = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "guided")])
     assert result.exit_code == 0, result.output
     assert "bundled demo" in result.output and "; classifier-free guidance 5" in result.output
     assert "restarted from t=872 in 6 steps (8 network calls)" in result.output  # SNR 0.01 (DEMO_RESTARTS)
-    assert f"class labels {data_labels('colors', 2, 3)}" in result.output  # each video its own
+    assert f"class labels {data_labels('shapes', 2, 3)}" in result.output  # each video its own
     guided = read_video(tmp_path / "guided" / "sample_000.mp4")
     assert guided.shape == (8, 32, 32, 3)
     alone = CliRunner().invoke(run_main, [*args, "--guidance", "1", "--restart", "none",

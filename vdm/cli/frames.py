@@ -39,7 +39,7 @@ from vdm.errors import VdmError, cli_errors
 @cli_errors
 def main(model, num_videos, num_real, autoguide, autoguide_weight, sampler, steps, spacing, restart, seed,
          class_label, guidance, out, debug):
-    """Write a PNG of MODEL's videos (default: the bundled demo, with each video's colour label,
+    """Write a PNG of MODEL's videos (default: the bundled demo, with each video's shapes label,
     classifier-free guidance and one restart), frame by frame, scored by vdm.metrics."""
     from vdm.data import SyntheticShapes
 

@@ -33,7 +33,7 @@ def main(model, backend, device, precision, autoguide, autoguide_weight, sampler
          num_samples, frames, size, seed, guidance, class_label, out, fps, debug, **backend_options):
     """Generate videos from MODEL (a checkpoint .safetensors or an exported bundle directory).
 
-    Without MODEL, the bundled demo model (bouncing shapes) is used: each video gets the colour
+    Without MODEL, the bundled demo model (bouncing shapes) is used: each video gets the shapes
     label of a synthetic clip (--class) and is sampled with classifier-free guidance (--guidance) and
     restarted once (--restart).
     """

@@ -10,9 +10,9 @@ DEMO_CHECKPOINT = Path(__file__).with_name("demo.safetensors")
 # Its videos are restarted once (vdm.samplers.Restart) from SNR 0.01, where their colours are chosen:
 # the pass that kept the most shapes' colours (TRAINING.md, "Restart sampling").
 DEMO_RESTARTS = "0.01:6"
-# It is class-conditional on the set of colours in a clip (demo.toml); each video gets the label of
+# It is class-conditional on each colour's shape in a clip (demo.toml); each video gets the label of
 # a synthetic clip (vdm.data.data_labels) and is sampled with classifier-free guidance at this scale,
-# which passed the most videos (TRAINING.md, "The colour-conditional demo").
+# which passed the most videos of the colour-conditional demo before it (TRAINING.md).
 DEMO_GUIDANCE = 5.0
 
 

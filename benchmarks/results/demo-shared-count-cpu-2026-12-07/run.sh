@@ -7,8 +7,8 @@
 #   RUNS=/work/runs bash benchmarks/results/demo-shared-count-cpu-2026-12-07/run.sh train   (~100 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-shared-count-cpu-2026-12-07/run.sh score   (~12 min)
 #   RUNS=/work/runs bash benchmarks/results/demo-shared-count-cpu-2026-12-07/run.sh issue   (~5 min)
-#   RUNS=/work/runs bash benchmarks/results/demo-shared-count-cpu-2026-12-07/run.sh guidance (~2 min)
-#   RUNS=/work/runs bash benchmarks/results/demo-shared-count-cpu-2026-12-07/run.sh finetune (~20 min)
+#   RUNS=/work/runs bash benchmarks/results/demo-shared-count-cpu-2026-12-07/run.sh finetune (~22 min)
+#   RUNS=/work/runs bash benchmarks/results/demo-shared-count-cpu-2026-12-07/run.sh timing   (~1 min)
 set -euo pipefail
 HERE=benchmarks/results/demo-shared-count-cpu-2026-12-07
 S=benchmarks/results
@@ -46,14 +46,9 @@ issue)
     bash $S/demo-colors-finetune-cpu-2026-12-07/issue_command.sh bf16 demo "$RUNS/count-13000.safetensors:5" \
         > "$HERE/issue-command-seeds0-7.txt"
     ;;
-guidance)
-    # Is guidance 5 what costs the one-shape videos? The same 64 one-shape videos at lower scales.
-    python $S/demo-extents-cpu-2026-12-07/extents.py 64 100 "$RUNS/count-13000.safetensors:1" \
-        "$RUNS/count-13000.safetensors:2" "$RUNS/count-13000.safetensors:3" > "$HERE/extents-guidance-seed100-64.txt"
-    ;;
 finetune)
     # The demo's second command (2000 steps, Min-SNR-γ 5, lr 2e-4) in bf16, so the recipe is whole, then
-    # the same two scores as `score`.
+    # the same two scores as `score` and the issue's command.
     vdm-train --preset tiny --config $HERE/count.toml --init-from "$RUNS/count-13000.safetensors" \
         --steps 2000 --batch-size 16 --lr 2e-4 --ema-decay 0.998 --lr-schedule cosine --min-snr-gamma 5 --seed 1 \
         --sample-every 0 --precision bf16 --out "$RUNS/count-minsnr"
@@ -63,9 +58,21 @@ finetune)
         > "$HERE/extents-finetune-seed100-64.txt"
     python $S/demo-shapes-cpu-2026-12-07/by_count.py 256 100 "$RUNS/count-minsnr.safetensors" \
         > "$HERE/by-count-finetune-seed100-256.txt"
+    bash $S/demo-colors-finetune-cpu-2026-12-07/issue_command.sh bf16 "$RUNS/count-minsnr.safetensors:5" \
+        > "$HERE/issue-command-finetune-seeds0-7.txt"
+    ;;
+timing)
+    # `vdm-run` out of the box after the fine-tuned model became the demo (commit 5b254b0 held the
+    # colour-label demo before it): each one's sampling time for 4 videos, three alternating runs.
+    git show 5b254b0:vdm/demo/demo.safetensors > "$RUNS/colour-demo.safetensors"
+    for run in 1 2 3; do
+        echo "shape-label demo (out of the box), run $run: $(vdm-run --out "$RUNS/timing" 2>&1 | grep 'videos (')"
+        echo "colour-label demo (its defaults), run $run: $(vdm-run "$RUNS/colour-demo.safetensors" --guidance 5 \
+            --restart 0.01:6 --out "$RUNS/timing" 2>&1 | grep 'videos (')"
+    done > "$HERE/vdm-run-timing.txt"
     ;;
 *)
-    echo "usage: run.sh train|score|issue|guidance|finetune" >&2
+    echo "usage: run.sh train|score|issue|finetune|timing" >&2
     exit 2
     ;;
 esac
