@@ -278,6 +278,17 @@ def test_a_counted_shared_label_embedding_adds_the_vector_of_the_clips_number_of
         torch.testing.assert_close(vectors[2], embed.vectors[18])
 
 
+@pytest.mark.parametrize("label_embedding", ["table", "shared", "shared_count"])
+def test_a_labelled_unet_builds_and_runs_on_the_meta_device(tiny_model_config, label_embedding):
+    # benchmarks/train_step.py counts FLOPs on a meta-device model: every buffer must follow the device
+    cfg = dataclasses.replace(tiny_model_config, num_classes=728, class_label="shapes", label_embedding=label_embedding)
+    with torch.device("meta"):
+        model = Unet3D(cfg)
+        x = torch.zeros(2, cfg.network_channels, cfg.frames, cfg.size, cfg.size)  # (B, C, T, H, W)
+        out = model(x, torch.ones(2, dtype=torch.long), torch.tensor([18, 728]))
+    assert out.device.type == "meta" and out.shape == x.shape
+
+
 def test_unet_output_depends_on_the_timestep(tiny_model_config, make_tiny_unet):
     model = make_tiny_unet(tiny_model_config)
     x = tiny_video(tiny_model_config)

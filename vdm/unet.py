@@ -359,7 +359,8 @@ class SharedLabelEmbedding(nn.Module):
 
     def __init__(self, class_label: str, emb_dim: int, counts: bool = False):
         super().__init__()
-        features = torch.from_numpy(label_features(class_label, counts))  # (num_classes + 1, F)
+        features = torch.as_tensor(label_features(class_label, counts))  # (num_classes + 1, F); as_tensor
+        # follows a `with torch.device(...)` block (from_numpy stays on the CPU), so meta-device models build
         self.register_buffer("features", features, persistent=False)  # from the config, not saved
         self.vectors = nn.Parameter(torch.randn(features.shape[1], emb_dim) / math.sqrt(2))  # (F, emb_dim)
         # 1/sqrt(2): a clip of 1-3 shapes (and its count) sums to about nn.Embedding's unit-variance vectors
